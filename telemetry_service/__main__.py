@@ -1,0 +1,3 @@
+from telemetry_service.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,70 @@
+"""Request and response models at the API edge: strict types, finite numbers, bounded sizes."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+MAX_NAME = 255
+MAX_BATCH = 10_000
+MAX_POINTS = 100_000
+
+Name = Annotated[str, StringConstraints(min_length=1, max_length=MAX_NAME, strip_whitespace=True)]
+RunId = Annotated[str, StringConstraints(min_length=1, max_length=MAX_NAME, pattern=r"^[A-Za-z0-9_.:@+\-]+$")]
+Scalar = str | int | float | bool | None
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+class RunCreate(Strict):
+    name: Name
+    run_id: RunId | None = None
+    pid: int | None = Field(None, ge=0, le=2**31 - 1)
+    host: Annotated[str, StringConstraints(max_length=MAX_NAME)] | None = None
+    visible_devices: list[Annotated[str, StringConstraints(max_length=128)]] | None = Field(None, max_length=256)
+    cuda_device_order: Literal["FASTEST_FIRST", "PCI_BUS_ID"] | None = None
+    started_at: float | None = Field(None, gt=0, description="when the run began, if earlier than its registration")
+    tags: dict[Annotated[str, StringConstraints(max_length=MAX_NAME)], Scalar] = Field(default_factory=dict, max_length=256)
+    config: dict[str, Any] = Field(default_factory=dict)
+
+
+class PhaseIn(Strict):
+    name: Name
+    start: float
+    end: float
+    step: int | None = Field(None, ge=0, le=2**62)
+    attrs: dict[Annotated[str, StringConstraints(max_length=MAX_NAME)], Scalar] | None = Field(None, max_length=64)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> PhaseIn:
+        if self.end < self.start:
+            raise ValueError(f"phase {self.name!r} ends ({self.end}) before it starts ({self.start})")
+        return self
+
+
+class RunStop(Strict):
+    status: Literal["completed", "failed"] = "completed"
+    end: float | None = Field(None, gt=0)
+    metrics: dict[Annotated[str, StringConstraints(max_length=MAX_NAME)], Scalar] = Field(default_factory=dict, max_length=256)
+
+
+class Accepted(BaseModel):
+    accepted: int
+
+
+class DeviceOut(BaseModel):
+    id: str
+    node: str
+    key: str
+    kind: str
+    index: int | None
+    name: str
+    uuid: str | None
+    source: str
+    energy_counter: bool
+    update_period_s: float | None
+    present: bool
+    latest: dict[str, Any] | None = None

@@ -1,0 +1,133 @@
+"""`python -m telemetry_service serve`: every flag can also be set as TELEMETRY_<NAME> in the environment."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import logging
+import os
+import socket
+import sys
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import IO
+
+import uvicorn
+from fastapi import FastAPI
+from pydantic import ValidationError
+from sqlalchemy.engine import make_url
+
+from telemetry_service.config import Settings
+from telemetry_service.store.db import LedgerError
+
+log = logging.getLogger("telemetry_service")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m telemetry_service",
+                                     description="Node-local energy telemetry daemon for ML training.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="sample this node's sensors and serve the REST API")
+    serve.add_argument("--host", help="address to bind (default 127.0.0.1; env TELEMETRY_HOST)")
+    serve.add_argument("--port", type=int, help="port (default 8765; env TELEMETRY_PORT)")
+    serve.add_argument("--db", help="SQLAlchemy URL of the ledger (default: SQLite in the per-user data folder; "
+                                    "env TELEMETRY_DB)")
+    serve.add_argument("--interval", type=float, help="sampling interval in seconds (default 0.1)")
+    serve.add_argument("--node", help="this node's name in the ledger (default: the hostname)")
+    serve.add_argument("--simulate-gpus", type=int, metavar="N",
+                       help="add N simulated GPUs (demos without a GPU; labelled 'simulated' everywhere)")
+    serve.add_argument("--simulate-trace", type=Path, metavar="FILE",
+                       help="JSON description of simulated GPUs and the power traces they play")
+    serve.add_argument("--cpu-tdp-w", type=float, help="CPU TDP for the estimate used where RAPL is unreadable")
+    serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    return parser
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    overrides = {k: v for k, v in vars(args).items() if k != "command" and v is not None}
+    return Settings(**overrides)
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    """Binds before anything else starts, so a second daemon on the same port says so and touches nothing."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise SystemExit(f"error: cannot listen on {host}:{port}: {exc.strerror} (is another daemon running?)") from exc
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+@contextlib.contextmanager
+def _ledger_lock(db_url: str) -> Iterator[None]:
+    """One daemon per SQLite ledger: a second one exits instead of writing beside the first."""
+    url = make_url(db_url)
+    if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
+        yield
+        return
+    path = Path(url.database).expanduser()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle: IO[str] = open(f"{path}.lock", "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.seek(0)
+        holder = handle.read().strip() or "unknown"
+        handle.close()
+        raise SystemExit(f"error: the ledger {path} is in use by another daemon (pid {holder})")
+    handle.seek(0)
+    handle.truncate()
+    handle.write(str(os.getpid()))
+    handle.flush()
+    try:
+        yield
+    finally:
+        handle.close()
+
+
+def serve(settings: Settings) -> int:
+    from telemetry_service.api.app import create_app
+    from telemetry_service.daemon import Daemon
+
+    sock = _bind(settings.host, settings.port)
+    with _ledger_lock(settings.db):
+        try:
+            daemon = Daemon(settings)
+        except LedgerError as exc:
+            sock.close()
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        app = create_app(daemon)
+
+        @contextlib.asynccontextmanager
+        async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+            daemon.start()
+            host, port = sock.getsockname()[:2]
+            log.info("listening on http://%s:%d (dashboard at /, API docs at /docs)", host, port)
+            yield
+            daemon.close()  # SIGTERM and SIGINT land here: every sample read so far is written first
+            log.info("stopped; ledger flushed")
+
+        app.router.lifespan_context = lifespan
+        config = uvicorn.Config(app, log_level=settings.log_level, access_log=False, timeout_graceful_shutdown=5)
+        uvicorn.Server(config).run(sockets=[sock])
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = settings_from(args)
+    except ValidationError as exc:
+        print(f"error: invalid setting: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.command == "serve":
+        return serve(settings)
+    return 2

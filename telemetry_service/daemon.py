@@ -1,0 +1,62 @@
+"""The daemon's parts wired together: ledger, writer, sensors, sampler. The API and CLI drive one of these."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from sqlalchemy import select
+
+from telemetry_service.config import Settings
+from telemetry_service.sampler import Sampler
+from telemetry_service.sensors.discover import SensorSet, discover
+from telemetry_service.store.db import open_ledger
+from telemetry_service.store.models import Run, RunMember
+from telemetry_service.store.writer import Writer
+from telemetry_service.visible import Gpu, Visibility, resolve_visible
+
+log = logging.getLogger(__name__)
+
+
+class Daemon:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.started_at = time.time()
+        self.engine, self.sessions = open_ledger(settings.db)
+        self.writer = Writer(self.sessions)
+        self.sensors: SensorSet = discover(settings.cpu_tdp_w, settings.rapl_root, settings.simulate_gpus,
+                                           settings.simulate_trace)
+        self.sampler = Sampler(self.sensors.sensors, self.writer, self.sessions, settings.node, settings.interval,
+                               settings.flush_interval, settings.process_interval)
+        self.node_id = self.sampler.node_id
+        self.refresh_watched_pids()
+
+    def start(self) -> None:
+        self.sampler.start()
+        log.info("sampling %d device(s) every %g s into %s", len(self.sampler.devices), self.settings.interval,
+                 self.engine.url.render_as_string(hide_password=True))
+
+    def close(self) -> None:
+        """Flushes every sample read so far, then releases sensors and the ledger."""
+        self.sampler.stop()
+        self.writer.close()
+        self.sensors.close()
+        self.engine.dispose()
+
+    def gpus(self) -> list[Gpu]:
+        sensor = self.sensors.gpu_sensor
+        if sensor is None:
+            return []
+        return [Gpu(key=d.key, index=d.index or 0, uuid=d.uuid, name=d.name) for d in sensor.devices()]
+
+    def visible_keys(self, entries: list[str] | None, order: str | None) -> Visibility:
+        """The device keys a process owns: the GPUs it can see, plus every CPU package and DRAM domain."""
+        vis = resolve_visible(entries, self.gpus(), order)
+        vis.keys += [k for k, s in self.sampler.devices.items() if s.info.kind in ("cpu", "dram")]
+        return vis
+
+    def refresh_watched_pids(self) -> None:
+        with self.sessions() as session:
+            pids = session.scalars(select(RunMember.pid).join(Run).where(
+                RunMember.node_id == self.node_id, Run.status == "running", RunMember.pid.is_not(None))).all()
+        self.sampler.watch_pids({p for p in pids if p is not None})

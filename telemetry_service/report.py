@@ -1,0 +1,213 @@
+"""Energy of a run, per device, node and phase name: loads what the ledger holds and applies the energy math."""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from telemetry_service.energy import DeviceSeries, combine_methods, device_energy_at, find_gaps, is_short, overlaps
+from telemetry_service.store.models import Device, Node, Phase, Run, RunMember, Sample
+
+# Samples this far outside a run still matter: the counter updates that bracket its first and last instants.
+MARGIN_S = 2.0
+
+
+@dataclass(frozen=True)
+class RunDevice:
+    id: str  # node/key
+    device_pk: int
+    node: str
+    node_id: int
+    key: str
+    kind: str
+    source: str
+    energy_counter: bool
+    update_period_s: float | None
+
+
+def device_id(node: str, key: str) -> str:
+    return f"{node}/{key}"
+
+
+def run_span(run: Run, now: float | None = None) -> tuple[float, float]:
+    return run.started_at, run.ended_at if run.ended_at is not None else (now or time.time())
+
+
+def run_devices(session: Session, run: Run) -> list[RunDevice]:
+    """The devices a run owns: on each node it registered from, the GPUs its processes see plus CPU and DRAM."""
+    out: dict[str, RunDevice] = {}
+    for member in run.members:
+        keys = set(member.device_keys or [])
+        for dev in session.scalars(select(Device).where(Device.node_id == member.node_id)):
+            if dev.key in keys:
+                rd = RunDevice(id=device_id(member.node.name, dev.key), device_pk=dev.id, node=member.node.name,
+                               node_id=member.node_id, key=dev.key, kind=dev.kind, source=dev.source,
+                               energy_counter=dev.energy_counter, update_period_s=dev.update_period_s)
+                out[rd.id] = rd
+    return sorted(out.values(), key=lambda d: d.id)
+
+
+def load_series(session: Session, device_pk: int, t0: float, t1: float) -> DeviceSeries:
+    window = (Sample.device_id == device_pk, Sample.t >= t0, Sample.t <= t1)
+    power = session.execute(select(Sample.t, Sample.power_w).where(*window, Sample.power_w.is_not(None))
+                            .order_by(Sample.t)).all()
+    counter = session.execute(select(Sample.energy_t, Sample.energy_j).where(*window, Sample.energy_t.is_not(None))
+                              .order_by(Sample.t)).all()
+    return DeviceSeries.of(power=power, counter=counter)
+
+
+def shared_devices(session: Session, run: Run, devices: list[RunDevice], now: float) -> dict[str, list[str]]:
+    """Devices this run shares with other runs over overlapping time: flagged, since both count them."""
+    span = run_span(run, now)
+    mine = {(d.node_id, d.key): d.id for d in devices}
+    flagged: dict[str, list[str]] = defaultdict(list)
+    others = session.scalars(select(Run).where(Run.id != run.id, Run.started_at < span[1])).all()
+    for other in others:
+        if not overlaps(span, run_span(other, now)):
+            continue
+        for member in other.members:
+            for key in member.device_keys or []:
+                did = mine.get((member.node_id, key))
+                if did is not None and other.run_id not in flagged[did]:
+                    flagged[did].append(other.run_id)
+    return dict(flagged)
+
+
+def _gap_threshold(interval: float | None) -> float:
+    return max(1.0, 10.0 * (interval or 0.1))
+
+
+def run_energy(session: Session, run: Run, sample_interval: float | None = None, now: float | None = None) -> dict[str, Any]:
+    """The energy answer of the REST contract: totals and per phase name, every figure with its method."""
+    now = now or time.time()
+    t0, t1 = run_span(run, now)
+    devices = run_devices(session, run)
+    phases = session.execute(select(Phase.name, Phase.start, Phase.end, Phase.node_id).where(Phase.run_pk == run.id)
+                             .order_by(Phase.start)).all()
+    names: list[str] = []
+    name_index: dict[str, int] = {}
+    for name, *_ in phases:
+        if name not in name_index:
+            name_index[name] = len(names)
+            names.append(name)
+    p_name = np.array([name_index[p[0]] for p in phases], dtype=np.int64)
+    p_start = np.array([p[1] for p in phases], dtype=np.float64)
+    p_end = np.array([p[2] for p in phases], dtype=np.float64)
+    p_node = np.array([p[3] for p in phases], dtype=np.int64)
+
+    n = len(names)
+    phase_energy = np.zeros(n)
+    phase_by_device: list[dict[str, float]] = [{} for _ in range(n)]
+    phase_methods: list[list[str]] = [[] for _ in range(n)]
+    phase_short = np.zeros(n, dtype=bool)
+    phase_complete = np.ones(n, dtype=bool)
+    total_by_device: dict[str, float] = {}
+    by_node: dict[str, float] = defaultdict(float)
+    methods: dict[str, str] = {}
+    sources: dict[str, str] = {}
+    gaps: list[dict[str, Any]] = []
+    device_notes: list[dict[str, Any]] = []
+
+    for dev in devices:
+        if dev.kind == "host":
+            continue
+        on_node = p_node == dev.node_id
+        starts, ends, idx = p_start[on_node], p_end[on_node], p_name[on_node]
+        boundaries = np.concatenate([starts, ends, [t0, t1]])
+        queries, inverse = np.unique(boundaries, return_inverse=True)
+        series = load_series(session, dev.device_pk, t0 - MARGIN_S, t1 + MARGIN_S)
+        de = device_energy_at(series, queries, boundaries, estimated=dev.source == "estimate")
+        sources[dev.id] = dev.source
+        if de.method is None:
+            device_notes.append({"device": dev.id, "note": "no samples over this run"})
+            continue
+        methods[dev.id] = de.method
+        e_at = de.at[inverse]
+        k = starts.size
+        e_start, e_end = e_at[:k], e_at[k:2 * k]
+        total = float(e_at[-1] - e_at[-2])
+        if np.isfinite(total):
+            total_by_device[dev.id] = total
+            by_node[dev.node] += total
+        per = e_end - e_start
+        ok = np.isfinite(per)
+        sums = np.bincount(idx[ok], weights=per[ok], minlength=n)
+        for j in np.nonzero(np.bincount(idx, minlength=n))[0]:
+            phase_energy[j] += sums[j]
+            phase_by_device[j][dev.id] = float(sums[j])
+            phase_methods[j].append(de.method)
+        period = dev.update_period_s if dev.energy_counter else (dev.update_period_s or sample_interval)
+        if period is not None:
+            short = (ends - starts) < period
+            phase_short[np.unique(idx[short])] = True
+        if de.covered is not None:
+            lo, hi = de.covered
+            tol = 2 * (period or 0.1)
+            outside = (starts < lo - tol) | (ends > hi + tol) | ~ok
+            phase_complete[np.unique(idx[outside])] = False
+        interval = sample_interval or 0.1
+        all_t = series.counter_t if series.counter_t.size else series.power_t
+        for a, b in find_gaps(all_t[(all_t >= t0 - MARGIN_S) & (all_t <= t1 + MARGIN_S)], _gap_threshold(interval)):
+            gaps.append({"device": dev.id, "start": a, "end": b, "duration_s": b - a,
+                         "energy": "exact: the hardware counter ran on" if de.method == "counter" else "interpolated"})
+
+    total_energy = float(sum(total_by_device.values()))
+    duration = t1 - t0
+    counts = np.bincount(p_name, minlength=n) if n else np.zeros(0, dtype=np.int64)
+    durations = np.bincount(p_name, weights=p_end - p_start, minlength=n) if n else np.zeros(0)
+    phase_rows = []
+    for j, name in enumerate(names):
+        dur = float(durations[j])
+        e = float(phase_energy[j])
+        phase_rows.append({
+            "name": name, "count": int(counts[j]), "duration_s": dur, "energy_j": e,
+            "avg_power_w": e / dur if dur > 0 else None, "by_device": phase_by_device[j],
+            "method": combine_methods(phase_methods[j]), "short": bool(phase_short[j]),
+            "complete": bool(phase_complete[j]),
+        })
+    shared = shared_devices(session, run, devices, now)
+    return {
+        "run": run_summary(run),
+        "total": {
+            "energy_j": total_energy, "duration_s": duration,
+            "avg_power_w": total_energy / duration if duration > 0 else None,
+            "by_device": total_by_device, "by_node": dict(by_node),
+            "method": combine_methods(list(methods.values())),
+        },
+        "phases": phase_rows,
+        "devices": [{"id": d.id, "kind": d.kind, "source": d.source, "energy_counter": d.energy_counter,
+                     "method": methods.get(d.id), "update_period_s": d.update_period_s} for d in devices if d.kind != "host"],
+        "simulated": any(s == "simulated" for s in sources.values()),
+        "shared_devices": shared,
+        "gaps": gaps,
+        "notes": device_notes,
+    }
+
+
+def run_summary(run: Run, totals: dict[str, Any] | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "id": run.run_id, "name": run.name, "status": run.status, "started_at": run.started_at,
+        "ended_at": run.ended_at,
+        "duration_s": None if run.ended_at is None else run.ended_at - run.started_at,
+        "tags": run.tags or {}, "config": run.config or {}, "metrics": run.metrics or {},
+        "members": [{"node": m.node.name, "pid": m.pid, "host": m.host,
+                     "devices": [device_id(m.node.name, k) for k in (m.device_keys or [])], "joined_at": m.joined_at}
+                    for m in run.members],
+    }
+    if totals is not None:
+        out["totals"] = totals
+    return out
+
+
+def node_names(session: Session) -> dict[int, str]:
+    return {nid: name for nid, name in session.execute(select(Node.id, Node.name))}
+
+
+def members_on_node(session: Session, node_id: int, status: str = "running") -> list[RunMember]:
+    return list(session.scalars(select(RunMember).join(Run).where(RunMember.node_id == node_id, Run.status == status)))

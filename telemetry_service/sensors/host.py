@@ -1,0 +1,31 @@
+"""The host as a whole (CPU %, memory) from psutil; no energy of its own."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import psutil
+
+from telemetry_service.sensors.base import DeviceInfo, Reading
+from telemetry_service.sensors.cpu_times import CpuUtilisation
+
+
+class HostSensor:
+    name = "host"
+
+    def __init__(self) -> None:
+        self._util = CpuUtilisation()
+        self.info = DeviceInfo(key="host", kind="host", source="psutil", energy_counter=False,
+                               name=socket.gethostname())
+
+    def devices(self) -> list[DeviceInfo]:
+        return [self.info]
+
+    def read(self) -> list[Reading]:
+        mem = psutil.virtual_memory()
+        return [Reading(key="host", t=time.time(), util_pct=self._util.percent(),
+                        mem_used_bytes=int(mem.total - mem.available), mem_total_bytes=int(mem.total))]
+
+    def close(self) -> None:
+        pass

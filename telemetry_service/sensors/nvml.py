@@ -1,0 +1,171 @@
+"""NVIDIA GPUs through NVML (the `nvidia-ml-py` binding, imported as `pynvml`).
+
+The binding is a parameter so that a simulated GPU, which implements the same functions, units and errors,
+goes through exactly this code; its readings are then labelled `simulated`, never `nvml`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from types import ModuleType
+from typing import Any
+
+import pynvml
+
+from telemetry_service.sensors.base import DeviceInfo, PartialReadError, Reading, Source
+from telemetry_service.sensors.counter_clock import CounterClock
+
+log = logging.getLogger(__name__)
+
+# The hardware energy counter updates about every 100 ms (Volta and newer).
+COUNTER_PERIOD_S = 0.1
+# nvmlDeviceGetPowerUsage is a 1 s moving average on Ampere-and-newer (except A100); instant power is better.
+POWER_AVERAGE_S = 1.0
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class _Gpu:
+    def __init__(self, nvml: Any, index: int, source: Source, track_counter: bool, key_prefix: str) -> None:
+        self.nvml = nvml
+        self.index = index
+        self.handle = nvml.nvmlDeviceGetHandleByIndex(index)
+        self.name = _text(nvml.nvmlDeviceGetName(self.handle))
+        self.uuid = _text(nvml.nvmlDeviceGetUUID(self.handle))
+        self.has_counter = self._probe(lambda: nvml.nvmlDeviceGetTotalEnergyConsumption(self.handle))
+        self.has_instant = self._instant_power_w() is not None
+        self.clock: CounterClock | None = None
+        if self.has_counter and track_counter:
+            self.clock = CounterClock(self._counter_mj, nominal_period=COUNTER_PERIOD_S)
+        self.prev_counter_read: float | None = None
+        self.info = DeviceInfo(
+            key=f"{key_prefix}{index}", kind="gpu", source=source, energy_counter=self.has_counter, name=self.name,
+            index=index, uuid=self.uuid,
+            update_period_s=COUNTER_PERIOD_S if self.has_counter else (None if self.has_instant else POWER_AVERAGE_S),
+        )
+
+    def _probe(self, fn: Any) -> bool:
+        try:
+            fn()
+            return True
+        except pynvml.NVMLError_NotSupported:
+            return False
+
+    def _counter_mj(self) -> float:
+        return float(self.nvml.nvmlDeviceGetTotalEnergyConsumption(self.handle))
+
+    def _instant_power_w(self) -> float | None:
+        try:
+            values = self.nvml.nvmlDeviceGetFieldValues(self.handle, [pynvml.NVML_FI_DEV_POWER_INSTANT])
+        except pynvml.NVMLError_NotSupported:
+            return None
+        field = values[0]
+        if field.nvmlReturn != pynvml.NVML_SUCCESS:
+            return None
+        return field.value.uiVal / 1000.0
+
+    def _optional(self, fn: Any) -> Any:
+        """Auxiliary metrics are optional: a GPU that does not support one simply has none."""
+        try:
+            return fn()
+        except pynvml.NVMLError_NotSupported:
+            return None
+
+    def read(self) -> Reading:
+        nvml, h = self.nvml, self.handle
+        reading = Reading(key=self.info.key, t=time.time())
+        if self.has_counter:
+            t0 = time.time()
+            mj = self._counter_mj()
+            t1 = time.time()
+            reading.counter_j = mj / 1000.0
+            if self.clock is not None:
+                reading.counter_t, reading.counter_timing = self.clock.stamp(t0, t1, self.prev_counter_read)
+            else:
+                reading.counter_t, reading.counter_timing = 0.5 * (t0 + t1), "read"
+            self.prev_counter_read = t0
+            reading.t = 0.5 * (t0 + t1)
+        power = self._instant_power_w() if self.has_instant else None
+        if power is None:
+            power = nvml.nvmlDeviceGetPowerUsage(h) / 1000.0
+        reading.power_w = power
+        util = self._optional(lambda: nvml.nvmlDeviceGetUtilizationRates(h))
+        if util is not None:
+            reading.util_pct, reading.mem_util_pct = float(util.gpu), float(util.memory)
+        mem = self._optional(lambda: nvml.nvmlDeviceGetMemoryInfo(h))
+        if mem is not None:
+            reading.mem_used_bytes, reading.mem_total_bytes = int(mem.used), int(mem.total)
+        temp = self._optional(lambda: nvml.nvmlDeviceGetTemperature(h, pynvml.NVML_TEMPERATURE_GPU))
+        reading.temp_c = None if temp is None else float(temp)
+        clock = self._optional(lambda: nvml.nvmlDeviceGetClockInfo(h, pynvml.NVML_CLOCK_SM))
+        reading.sm_clock_mhz = None if clock is None else float(clock)
+        limit = self._optional(lambda: nvml.nvmlDeviceGetEnforcedPowerLimit(h))
+        reading.power_limit_w = None if limit is None else limit / 1000.0
+        procs = self._optional(lambda: nvml.nvmlDeviceGetComputeRunningProcesses(h)) or []
+        reading.processes = {int(p.pid): int(p.usedGpuMemory or 0) for p in procs}
+        return reading
+
+
+class NvmlSensor:
+    """All GPUs NVML can see. `available` is False (with `error` saying why) on a machine without a driver."""
+
+    name = "nvml"
+
+    def __init__(self, binding: ModuleType | Any = pynvml, source: Source = "nvml", track_counter: bool = True,
+                 key_prefix: str = "gpu") -> None:
+        self.nvml = binding
+        self.source: Source = source
+        self.gpus: list[_Gpu] = []
+        self.error: str | None = None
+        self.driver_version: str | None = None
+        try:
+            self.nvml.nvmlInit()
+        except pynvml.NVMLError as exc:
+            self.error = f"NVML unavailable: {exc}"
+            return
+        self.driver_version = _text(self._driver())
+        for i in range(self.nvml.nvmlDeviceGetCount()):
+            self.gpus.append(_Gpu(self.nvml, i, source, track_counter, key_prefix))
+        for gpu in self.gpus:
+            if gpu.clock is not None:
+                gpu.clock.start()
+
+    def _driver(self) -> str:
+        try:
+            return self.nvml.nvmlSystemGetDriverVersion()
+        except pynvml.NVMLError:
+            return "unknown"
+
+    @property
+    def available(self) -> bool:
+        return self.error is None
+
+    def devices(self) -> list[DeviceInfo]:
+        return [g.info for g in self.gpus]
+
+    def read(self) -> list[Reading]:
+        readings = []
+        failures = []
+        for gpu in self.gpus:
+            try:
+                readings.append(gpu.read())
+            except pynvml.NVMLError as exc:
+                failures.append(f"{gpu.info.key}: {exc}")
+        if failures:
+            # The readable GPUs are still recorded; the caller logs the rest.
+            raise PartialReadError(readings, "; ".join(failures))
+        return readings
+
+    def close(self) -> None:
+        for gpu in self.gpus:
+            if gpu.clock is not None:
+                gpu.clock.stop()
+        if self.available:
+            try:
+                self.nvml.nvmlShutdown()
+            except pynvml.NVMLError:
+                log.debug("nvmlShutdown failed", exc_info=True)
+

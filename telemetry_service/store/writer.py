@@ -1,0 +1,92 @@
+"""The ledger's single writer: every write goes through one thread and lands in batched transactions.
+
+SQLite takes one writer at a time. Rather than many threads contending (and retrying), the sampler's sample
+batches and the API's phase batches queue here; whatever has queued up is written in one transaction. A
+caller that needs durability (the API, before it answers 202) waits on the job's future.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import Any, TypeVar
+
+from sqlalchemy.orm import Session, sessionmaker
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Job = Callable[[Session], Any]
+
+_STOP = object()
+
+
+class Writer:
+    def __init__(self, sessions: sessionmaker[Session], max_jobs_per_batch: int = 512) -> None:
+        self._sessions = sessions
+        self._queue: queue.Queue[Any] = queue.Queue()
+        self._max = max_jobs_per_batch
+        self._thread = threading.Thread(target=self._run, name="ledger-writer", daemon=True)
+        self.batches = 0
+        self._thread.start()
+
+    def submit(self, job: Callable[[Session], T]) -> Future[T]:
+        fut: Future[T] = Future()
+        if not self._thread.is_alive():
+            fut.set_exception(RuntimeError("the ledger writer has stopped"))
+            return fut
+        self._queue.put((job, fut))
+        return fut
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is _STOP:
+                return
+            batch = [item]
+            stop = False
+            while len(batch) < self._max:
+                try:
+                    nxt = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is _STOP:
+                    stop = True
+                    break
+                batch.append(nxt)
+            self._write(batch)
+            if stop:
+                return
+
+    def _write(self, batch: list[tuple[Job, Future[Any]]]) -> None:
+        self.batches += 1
+        results: list[Any] = []
+        try:
+            with self._sessions() as session, session.begin():
+                for job, _ in batch:
+                    results.append(job(session))
+        except Exception:
+            # One bad job must not sink the others: write them one by one to find it.
+            for job, fut in batch:
+                self._write_one(job, fut)
+            return
+        for (_, fut), result in zip(batch, results):
+            fut.set_result(result)
+
+    def _write_one(self, job: Job, fut: Future[Any]) -> None:
+        try:
+            with self._sessions() as session, session.begin():
+                result = job(session)
+        except Exception as exc:
+            log.error("ledger write failed: %s", exc)
+            fut.set_exception(exc)
+            return
+        fut.set_result(result)
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Writes everything queued so far, then stops."""
+        self._queue.put(_STOP)
+        self._thread.join(timeout=timeout)

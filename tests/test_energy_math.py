@@ -1,0 +1,137 @@
+"""The energy math against answers computed by hand."""
+
+import math
+
+import numpy as np
+import pytest
+
+from telemetry_service.energy import (
+    DeviceSeries,
+    combine_methods,
+    counter_energy_at,
+    counter_increment,
+    counter_points,
+    device_energy_at,
+    find_gaps,
+    integrate_power,
+    is_short,
+    overlaps,
+    power_curve,
+    unwrap_counter,
+)
+from telemetry_service.sensors.simulated_nvml import StepTrace
+
+
+def test_constant_power_integrates_exactly():
+    t = np.arange(0.0, 10.01, 0.1)
+    e = integrate_power(t, np.full(t.size, 100.0), [], [0.0, 10.0])
+    assert e[1] - e[0] == pytest.approx(1000.0)
+
+
+def test_trapezoid_of_a_ramp_is_exact():
+    t = np.array([0.0, 1.0, 2.0])
+    e = integrate_power(t, np.array([0.0, 100.0, 200.0]), [], [0.0, 0.5, 2.0])
+    assert e[1] - e[0] == pytest.approx(12.5)  # area under p=100 t on [0, 0.5]
+    assert e[2] - e[0] == pytest.approx(200.0)
+
+
+def test_power_steps_at_a_boundary_are_not_smeared_across_it():
+    # 100 W until 1.03, 300 W after; samples every 100 ms do not land on the step.
+    t = np.arange(0.0, 2.01, 0.1)
+    p = np.where(t < 1.03, 100.0, 300.0)
+    b = [1.03]
+    e = integrate_power(t, p, b, [0.5, 1.03, 1.8])
+    assert e[1] - e[0] == pytest.approx(0.53 * 100.0)
+    assert e[2] - e[1] == pytest.approx(0.77 * 300.0)
+    # Without the boundary the plain trapezoid mixes the two levels over the sample interval around the step.
+    plain = integrate_power(t, p, [], [0.5, 1.03, 1.8])
+    assert plain[1] - plain[0] != pytest.approx(0.53 * 100.0)
+
+
+def test_segment_without_samples_falls_back_to_the_trapezoid():
+    t = np.array([0.0, 1.0])
+    p = np.array([100.0, 200.0])
+    e = integrate_power(t, p, [0.4, 0.6], [0.4, 0.6])
+    assert e[1] - e[0] == pytest.approx(0.2 * 150.0)
+
+
+def test_power_curve_holds_outside_the_samples():
+    curve = power_curve([1.0, 2.0], [50.0, 50.0])
+    assert curve.integral_to(np.array([0.0, 3.0])).tolist() == pytest.approx([-50.0, 100.0])
+
+
+@pytest.mark.parametrize("prev,cur,wrap,expected", [
+    (10.0, 12.5, None, 2.5),
+    (1000.0, 3.0, None, 3.0),  # NVML reset on driver reload: energy since the reset
+    (262143.0, 5.0, 262144.0, 6.0),  # RAPL wrap at max_energy_range
+    (7.0, 7.0, 100.0, 0.0),
+])
+def test_counter_increment(prev, cur, wrap, expected):
+    assert counter_increment(prev, cur, wrap) == pytest.approx(expected)
+
+
+def test_unwrap_never_goes_backwards():
+    out = unwrap_counter([5.0, 8.0, 1.0, 4.0], wrap=None, start=100.0)
+    assert out.tolist() == [100.0, 103.0, 104.0, 107.0]
+    assert unwrap_counter([90.0, 99.0, 3.0], wrap=100.0).tolist() == [0.0, 9.0, 13.0]
+
+
+def test_counter_points_keep_the_first_stamp_of_each_value():
+    u, e = counter_points([0.1, 0.1, 0.2, 0.3, 0.3], [1.0, 1.0, 2.0, 2.0, 3.0])
+    assert u.tolist() == [0.1, 0.2, 0.3]
+    assert e.tolist() == [1.0, 2.0, 3.0]
+
+
+def test_counter_interpolates_linearly_without_power():
+    u = np.array([0.0, 0.1, 0.2])
+    e = np.array([0.0, 10.0, 30.0])
+    assert counter_energy_at(u, e, [0.05, 0.15]).tolist() == pytest.approx([5.0, 20.0])
+    assert math.isnan(counter_energy_at(u, e, [0.3])[0])
+
+
+def _grid_counter(trace: StepTrace, phase: float, period: float, t0: float, t1: float):
+    """Update instants and exact cumulative energy of a counter on a grid, as the sensor would stamp them."""
+    u = phase + np.arange(math.ceil((t0 - phase) / period), math.floor((t1 - phase) / period) + 1) * period
+    return u, np.array([trace.energy(t0, x) for x in u])
+
+
+def test_counter_shaped_by_power_is_exact_for_steps_at_boundaries():
+    trace = StepTrace(steps=((1.0, 100.0), (1.0, 300.0)))
+    u, e = _grid_counter(trace, phase=0.0371, period=0.1, t0=0.0, t1=10.0)
+    reads = np.arange(0.013, 10.0, 0.1)
+    power = np.array([trace.power(x) for x in reads])
+    bounds = np.arange(1.0, 10.0, 1.0)
+    series = DeviceSeries(reads, power, u, e)
+    de = device_energy_at(series, bounds, bounds)
+    assert de.method == "counter"
+    for a, b, got in zip(bounds[:-1], bounds[1:], np.diff(de.at)):
+        assert got == pytest.approx(trace.energy(a, b), rel=1e-9)
+
+
+def test_counter_without_shaping_is_off_at_a_mid_interval_step():
+    trace = StepTrace(steps=((1.0, 100.0), (1.0, 300.0)))
+    u, e = _grid_counter(trace, phase=0.05, period=0.1, t0=0.0, t1=4.0)
+    got = np.diff(counter_energy_at(u, e, [1.0, 2.0]))[0]
+    # The step at 1.0 sits halfway through an update interval: linear interpolation gives it 5 J of low power.
+    assert got == pytest.approx(trace.energy(1.0, 2.0) - 10.0)
+
+
+def test_power_only_device_is_integrated_and_estimate_is_labelled():
+    series = DeviceSeries.of(power=[(0.0, 10.0), (1.0, 10.0), (2.0, 10.0)])
+    assert device_energy_at(series, [0.0, 2.0], []).method == "integrated"
+    de = device_energy_at(series, [0.0, 2.0], [], estimated=True)
+    assert de.method == "estimated"
+    assert de.at[1] - de.at[0] == pytest.approx(20.0)
+
+
+def test_no_data_gives_no_method():
+    de = device_energy_at(DeviceSeries.of(), [0.0, 1.0], [])
+    assert de.method is None and np.isnan(de.at).all()
+
+
+def test_flags():
+    assert find_gaps([0.0, 0.1, 0.2, 5.0, 5.1], max_gap=1.0) == [(0.2, 5.0)]
+    assert overlaps((0.0, 2.0), (1.0, 3.0)) and not overlaps((0.0, 1.0), (1.0, 2.0))
+    assert is_short(0.05, 0.1) and not is_short(0.2, 0.1) and not is_short(0.01, None)
+    assert combine_methods(["counter", "estimated", "integrated"]) == "estimated"
+    assert combine_methods([]) is None
