@@ -19,13 +19,14 @@ log = logging.getLogger(__name__)
 
 
 class Daemon:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, sensors: SensorSet | None = None) -> None:
+        """`sensors` replaces discovery, for embedding the daemon beside other tools on one shared binding."""
         self.settings = settings
         self.started_at = time.time()
         self.engine, self.sessions = open_ledger(settings.db)
         self.writer = Writer(self.sessions)
-        self.sensors: SensorSet = discover(settings.cpu_tdp_w, settings.rapl_root, settings.simulate_gpus,
-                                           settings.simulate_trace)
+        self.sensors: SensorSet = sensors or discover(settings.cpu_tdp_w, settings.rapl_root, settings.simulate_gpus,
+                                                      settings.simulate_trace)
         self.sampler = Sampler(self.sensors.sensors, self.writer, self.sessions, settings.node, settings.interval,
                                settings.flush_interval, settings.process_interval)
         self.node_id = self.sampler.node_id
