@@ -261,3 +261,254 @@ def is_short(duration_s: float, update_period_s: float | None) -> bool:
 
 def safe_ratio(num: float, den: float) -> float | None:
     return num / den if den > 0 and math.isfinite(num) else None
+
+
+# --- attribution of phases shorter than the sensor's update period ------------------------------------------
+
+UNMARKED = "(unmarked)"
+
+
+@dataclass(frozen=True)
+class Partition:
+    """Time split into innermost phases: at each instant the most recently started phase still running (the
+    unmarked rest is its own label). `occupancy[:, j]` is the time label j has held up to each knot."""
+
+    labels: list[str]
+    knots: FloatArray
+    occupancy: FloatArray  # shape (knots, labels)
+
+    def time_in(self, lo: ArrayLike, hi: ArrayLike) -> FloatArray:
+        """Seconds each label holds within each window (lo, hi]: shape (windows, labels)."""
+        lo, hi = np.asarray(lo, dtype=np.float64), np.asarray(hi, dtype=np.float64)
+        cols = [np.interp(hi, self.knots, self.occupancy[:, j]) - np.interp(lo, self.knots, self.occupancy[:, j])
+                for j in range(len(self.labels))]
+        return np.stack(cols, axis=1) if cols else np.zeros((lo.size, 0))
+
+    def label_at(self, t: ArrayLike) -> NDArray[np.int64]:
+        """Index of the label holding each instant."""
+        t = np.asarray(t, dtype=np.float64)
+        i = np.clip(np.searchsorted(self.knots, t, side="right") - 1, 0, max(self.knots.size - 2, 0))
+        if self.knots.size < 2:
+            return np.full(t.shape, self.labels.index(UNMARKED), dtype=np.int64)
+        seg = np.diff(self.occupancy, axis=0)[i]  # which label's occupancy grows over the segment
+        return np.argmax(seg, axis=1).astype(np.int64)
+
+
+def innermost_partition(names: list[str], starts: ArrayLike, ends: ArrayLike, t0: float, t1: float) -> Partition:
+    """Partitions [t0, t1] by innermost phase name (nested phases: the child holds the time it covers)."""
+    s = np.asarray(starts, dtype=np.float64)
+    e = np.asarray(ends, dtype=np.float64)
+    labels = sorted(set(names)) + [UNMARKED]
+    index = {n: i for i, n in enumerate(labels)}
+    # Ends before starts at the same instant, so back-to-back phases do not overlap.
+    events = sorted([(float(a), 1, i) for i, a in enumerate(s)] + [(float(b), 0, i) for i, b in enumerate(e)])
+    knots = [t0]
+    owner = [index[UNMARKED]]
+    active: set[int] = set()
+    for t, kind, i in events:
+        t = min(max(t, t0), t1)
+        if kind == 1:
+            active.add(i)
+        else:
+            active.discard(i)
+        innermost = max(active, key=lambda k: (s[k], -e[k], k)) if active else None
+        label = index[UNMARKED] if innermost is None else index[names[innermost]]
+        if t > knots[-1]:
+            knots.append(t)
+            owner.append(label)
+        else:
+            owner[-1] = label
+    if t1 > knots[-1]:
+        knots.append(t1)
+        owner.append(owner[-1])
+    k = np.asarray(knots)
+    occ = np.zeros((k.size, len(labels)))
+    widths = np.diff(k)
+    seg_owner = np.asarray(owner[:-1], dtype=np.int64)
+    for j in range(len(labels)):
+        occ[1:, j] = np.cumsum(np.where(seg_owner == j, widths, 0.0))
+    return Partition(labels=labels, knots=k, occupancy=occ)
+
+
+@dataclass(frozen=True)
+class AttributionFit:
+    """Power per innermost label from energy observed over windows: non-negative least squares."""
+
+    labels: list[str]
+    power_w: FloatArray
+    covariance: FloatArray  # of power_w, from the residuals (zero rows/columns where the bound is active)
+    windows: int
+    # False where the windows cannot tell some labels apart (a pattern in lockstep with the counter's updates).
+    identifiable: bool = True
+
+    def energy(self, occupancy: FloatArray) -> tuple[float, float]:
+        """Energy and its standard error for a span that holds `occupancy` seconds of each label."""
+        e = float(occupancy @ self.power_w)
+        var = float(occupancy @ self.covariance @ occupancy)
+        return e, math.sqrt(max(var, 0.0))
+
+
+def attribute(partition: Partition, lo: ArrayLike, hi: ArrayLike, energy_j: ArrayLike) -> AttributionFit | None:
+    """Solves energy_j[k] = sum_j P_j * time of label j in window k, with P_j >= 0.
+
+    Windows are the intervals between counter updates (or the averaging windows of a power reading). With many
+    windows over a repeating pattern each label's power is determined even though no window isolates it.
+    """
+    from scipy.optimize import nnls
+
+    a = partition.time_in(lo, hi)
+    b = np.asarray(energy_j, dtype=np.float64)
+    used = a.sum(axis=0) > 0
+    if not used.any() or b.size < used.sum() + 1:
+        return None
+    a_used = a[:, used]
+    x_used, _ = nnls(a_used, b)
+    resid = b - a_used @ x_used
+    dof = max(b.size - int(used.sum()), 1)
+    sigma2 = float(resid @ resid) / dof
+    free = x_used > 0
+    cov_used = np.zeros((used.sum(), used.sum()))
+    if free.any():
+        af = a_used[:, free]
+        cov_free = sigma2 * np.linalg.pinv(af.T @ af)
+        idx = np.nonzero(free)[0]
+        cov_used[np.ix_(idx, idx)] = cov_free
+    p = len(partition.labels)
+    power = np.zeros(p)
+    power[used] = x_used
+    cov = np.zeros((p, p))
+    ui = np.nonzero(used)[0]
+    cov[np.ix_(ui, ui)] = cov_used
+    identifiable = int(np.linalg.matrix_rank(a_used)) == int(used.sum())
+    return AttributionFit(labels=partition.labels, power_w=power, covariance=cov, windows=int(b.size),
+                          identifiable=identifiable)
+
+
+def tagged_power(partition: Partition, t: ArrayLike, p: ArrayLike) -> dict[str, tuple[float, int]]:
+    """Mean instant power of the samples that fall in each label, and how many there were: the second estimator."""
+    t = np.asarray(t, dtype=np.float64)
+    p = np.asarray(p, dtype=np.float64)
+    inside = (t >= partition.knots[0]) & (t <= partition.knots[-1]) & np.isfinite(p)
+    lab = partition.label_at(t[inside])
+    n = np.bincount(lab, minlength=len(partition.labels))
+    s = np.bincount(lab, weights=p[inside], minlength=len(partition.labels))
+    return {name: (float(s[j] / n[j]), int(n[j])) for j, name in enumerate(partition.labels) if n[j]}
+
+
+def tagged_fit(partition: Partition, t: ArrayLike, p: ArrayLike) -> AttributionFit | None:
+    """The tagged-power estimator as a fit: each label's mean sample power, with the standard error of that mean."""
+    tagged = tagged_power(partition, t, p)
+    if not tagged:
+        return None
+    t = np.asarray(t, dtype=np.float64)
+    p = np.asarray(p, dtype=np.float64)
+    inside = (t >= partition.knots[0]) & (t <= partition.knots[-1]) & np.isfinite(p)
+    lab = partition.label_at(t[inside])
+    k = len(partition.labels)
+    power = np.zeros(k)
+    var = np.zeros(k)
+    for j, name in enumerate(partition.labels):
+        if name in tagged:
+            mean, n = tagged[name]
+            power[j] = mean
+            values = p[inside][lab == j]
+            var[j] = float(np.var(values, ddof=1)) / n if n > 1 else mean * mean
+    observed = all(name in tagged for name, total in zip(partition.labels, partition.occupancy[-1]) if total > 0)
+    return AttributionFit(labels=partition.labels, power_w=power, covariance=np.diag(var),
+                          windows=int(inside.sum()), identifiable=observed)
+
+
+# --- energy per phase name on one device -----------------------------------------------------------------------
+
+# A phase name is attributed when its intervals average under this many update periods and it repeats enough.
+ATTRIBUTE_BELOW_PERIODS = 1.5
+MIN_REPEATS = 10
+
+
+@dataclass(frozen=True)
+class PhaseEnergies:
+    """One device's energy over a run and per phase name (indexed as the caller's names)."""
+
+    total_j: float
+    method: Method | None  # of the device's direct figures
+    energy_j: FloatArray
+    methods: list[Method | None]
+    stderr_j: FloatArray  # zero for direct figures
+    short: NDArray[np.bool_]
+    complete: NDArray[np.bool_]
+    attribution: dict[str, float] | None  # power per innermost label, where a fit was made
+
+
+def phase_energies(series: DeviceSeries, n_names: int, name_idx: ArrayLike, names: list[str], starts: ArrayLike,
+                   ends: ArrayLike, t0: float, t1: float, period: float | None, estimated: bool = False,
+                   power_window_s: float | None = None) -> PhaseEnergies:
+    """Energy per phase name: E(end) - E(start) summed over each name's intervals, and, for names shorter than the
+    sensor's update period that repeat often enough, the attributed figure instead.
+
+    `period` is the device's update period (the counter's, or the power reading's); `power_window_s` is set for a
+    power reading that is an average over that window (each reading then observes a window's energy).
+    """
+    idx = np.asarray(name_idx, dtype=np.int64)
+    s = np.asarray(starts, dtype=np.float64)
+    e = np.asarray(ends, dtype=np.float64)
+    boundaries = np.concatenate([s, e, [t0, t1]])
+    queries, inverse = np.unique(boundaries, return_inverse=True)
+    de = device_energy_at(series, queries, boundaries, estimated)
+    at = de.at[inverse]
+    k = s.size
+    per = at[k:2 * k] - at[:k]
+    ok = np.isfinite(per)
+    energy = np.bincount(idx[ok], weights=per[ok], minlength=n_names).astype(np.float64)
+    counts = np.bincount(idx, minlength=n_names)
+    present = counts > 0
+    methods: list[Method | None] = [de.method if present[j] else None for j in range(n_names)]
+    stderr = np.zeros(n_names)
+    durations = e - s
+    short = np.zeros(n_names, dtype=bool)
+    complete = present.copy()
+    if period is not None:
+        short[np.unique(idx[durations < period])] = True
+    if de.covered is not None:
+        tol = 2.0 * (period or 0.1)
+        outside = (s < de.covered[0] - tol) | (e > de.covered[1] + tol) | ~ok
+        complete[np.unique(idx[outside])] = False
+    else:
+        complete[:] = False
+    total = float(at[-1] - at[-2])
+
+    attribution = None
+    mean_duration = np.bincount(idx, weights=durations, minlength=n_names) / np.maximum(counts, 1)
+    wanted = present & (counts >= MIN_REPEATS) & (period is not None) & \
+        (mean_duration < ATTRIBUTE_BELOW_PERIODS * (period or 0.0))
+    if wanted.any() and de.method in ("counter", "integrated"):
+        partition = innermost_partition([names[i] for i in idx], s, e, t0, t1)
+        # Fit only where the repeated pattern lives: time outside it is unmarked too, but spent on other work.
+        mine = wanted[idx]
+        fit = _fit(partition, series, de.method, float(s[mine].min()), float(e[mine].max()), power_window_s)
+        if fit is not None and fit.identifiable:
+            occupancy = partition.time_in(s, e)
+            by_name = np.zeros((n_names, len(partition.labels)))
+            np.add.at(by_name, idx, occupancy)
+            for j in np.nonzero(wanted)[0]:
+                energy[j], stderr[j] = fit.energy(by_name[j])
+                methods[j] = "attributed"
+            attribution = {label: float(w) for label, w in zip(fit.labels, fit.power_w)}
+    return PhaseEnergies(total_j=total, method=de.method, energy_j=energy, methods=methods, stderr_j=stderr,
+                         short=short, complete=complete, attribution=attribution)
+
+
+def _fit(partition: Partition, series: DeviceSeries, method: Method | None, t0: float, t1: float,
+         power_window_s: float | None) -> AttributionFit | None:
+    if method == "counter":
+        u, e = counter_points(series.counter_t, series.counter_j)
+        inside = (u >= t0) & (u <= t1)
+        u, e = u[inside], e[inside]
+        if u.size < 3:
+            return None
+        return attribute(partition, u[:-1], u[1:], np.diff(e))
+    inside = (series.power_t >= t0) & (series.power_t <= t1)
+    t, p = series.power_t[inside], series.power_w[inside]
+    if power_window_s:
+        keep = t - power_window_s >= t0
+        return attribute(partition, t[keep] - power_window_s, t[keep], p[keep] * power_window_s)
+    return tagged_fit(partition, t, p)

@@ -11,7 +11,7 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from telemetry_service.energy import DeviceSeries, combine_methods, device_energy_at, find_gaps, is_short, overlaps
+from telemetry_service.energy import DeviceSeries, combine_methods, find_gaps, overlaps, phase_energies
 from telemetry_service.store.models import Device, Node, Phase, Run, RunMember, Sample
 
 # Samples this far outside a run still matter: the counter updates that bracket its first and last instants.
@@ -87,7 +87,7 @@ def run_energy(session: Session, run: Run, sample_interval: float | None = None,
     """The energy answer of the REST contract: totals and per phase name, every figure with its method."""
     now = now or time.time()
     t0, t1 = run_span(run, now)
-    devices = run_devices(session, run)
+    devices = [d for d in run_devices(session, run) if d.kind != "host"]
     phases = session.execute(select(Phase.name, Phase.start, Phase.end, Phase.node_id).where(Phase.run_pk == run.id)
                              .order_by(Phase.start)).all()
     names: list[str] = []
@@ -96,82 +96,76 @@ def run_energy(session: Session, run: Run, sample_interval: float | None = None,
         if name not in name_index:
             name_index[name] = len(names)
             names.append(name)
+    n = len(names)
     p_name = np.array([name_index[p[0]] for p in phases], dtype=np.int64)
     p_start = np.array([p[1] for p in phases], dtype=np.float64)
     p_end = np.array([p[2] for p in phases], dtype=np.float64)
     p_node = np.array([p[3] for p in phases], dtype=np.int64)
 
-    n = len(names)
     phase_energy = np.zeros(n)
+    phase_var = np.zeros(n)
     phase_by_device: list[dict[str, float]] = [{} for _ in range(n)]
-    phase_methods: list[list[str]] = [[] for _ in range(n)]
+    phase_methods: list[dict[str, str]] = [{} for _ in range(n)]
     phase_short = np.zeros(n, dtype=bool)
     phase_complete = np.ones(n, dtype=bool)
     total_by_device: dict[str, float] = {}
     by_node: dict[str, float] = defaultdict(float)
     methods: dict[str, str] = {}
-    sources: dict[str, str] = {}
+    attribution: dict[str, dict[str, float]] = {}
     gaps: list[dict[str, Any]] = []
-    device_notes: list[dict[str, Any]] = []
+    notes: list[dict[str, Any]] = []
+    interval = sample_interval or 0.1
 
     for dev in devices:
-        if dev.kind == "host":
-            continue
         on_node = p_node == dev.node_id
-        starts, ends, idx = p_start[on_node], p_end[on_node], p_name[on_node]
-        boundaries = np.concatenate([starts, ends, [t0, t1]])
-        queries, inverse = np.unique(boundaries, return_inverse=True)
         series = load_series(session, dev.device_pk, t0 - MARGIN_S, t1 + MARGIN_S)
-        de = device_energy_at(series, queries, boundaries, estimated=dev.source == "estimate")
-        sources[dev.id] = dev.source
-        if de.method is None:
-            device_notes.append({"device": dev.id, "note": "no samples over this run"})
+        period = dev.update_period_s or (None if dev.energy_counter else interval)
+        averaged = dev.update_period_s if (dev.kind == "gpu" and not dev.energy_counter) else None
+        pe = phase_energies(series, n, p_name[on_node], names, p_start[on_node], p_end[on_node], t0, t1, period,
+                            estimated=dev.source == "estimate", power_window_s=averaged)
+        if pe.method is None:
+            notes.append({"device": dev.id, "note": "no samples over this run"})
             continue
-        methods[dev.id] = de.method
-        e_at = de.at[inverse]
-        k = starts.size
-        e_start, e_end = e_at[:k], e_at[k:2 * k]
-        total = float(e_at[-1] - e_at[-2])
-        if np.isfinite(total):
-            total_by_device[dev.id] = total
-            by_node[dev.node] += total
-        per = e_end - e_start
-        ok = np.isfinite(per)
-        sums = np.bincount(idx[ok], weights=per[ok], minlength=n)
-        for j in np.nonzero(np.bincount(idx, minlength=n))[0]:
-            phase_energy[j] += sums[j]
-            phase_by_device[j][dev.id] = float(sums[j])
-            phase_methods[j].append(de.method)
-        period = dev.update_period_s if dev.energy_counter else (dev.update_period_s or sample_interval)
-        if period is not None:
-            short = (ends - starts) < period
-            phase_short[np.unique(idx[short])] = True
-        if de.covered is not None:
-            lo, hi = de.covered
-            tol = 2 * (period or 0.1)
-            outside = (starts < lo - tol) | (ends > hi + tol) | ~ok
-            phase_complete[np.unique(idx[outside])] = False
-        interval = sample_interval or 0.1
+        methods[dev.id] = pe.method
+        if np.isfinite(pe.total_j):
+            total_by_device[dev.id] = pe.total_j
+            by_node[dev.node] += pe.total_j
+        if pe.attribution is not None:
+            attribution[dev.id] = pe.attribution
+        for j in range(n):
+            m = pe.methods[j]
+            if m is None:
+                continue
+            phase_energy[j] += pe.energy_j[j]
+            phase_var[j] += pe.stderr_j[j] ** 2
+            phase_by_device[j][dev.id] = float(pe.energy_j[j])
+            phase_methods[j][dev.id] = m
+            phase_short[j] |= bool(pe.short[j])
+            phase_complete[j] &= bool(pe.complete[j])
         all_t = series.counter_t if series.counter_t.size else series.power_t
         for a, b in find_gaps(all_t[(all_t >= t0 - MARGIN_S) & (all_t <= t1 + MARGIN_S)], _gap_threshold(interval)):
             gaps.append({"device": dev.id, "start": a, "end": b, "duration_s": b - a,
-                         "energy": "exact: the hardware counter ran on" if de.method == "counter" else "interpolated"})
+                         "energy": "exact: the hardware counter ran on" if pe.method == "counter" else "interpolated"})
 
     total_energy = float(sum(total_by_device.values()))
     duration = t1 - t0
-    counts = np.bincount(p_name, minlength=n) if n else np.zeros(0, dtype=np.int64)
-    durations = np.bincount(p_name, weights=p_end - p_start, minlength=n) if n else np.zeros(0)
+    counts = np.bincount(p_name, minlength=n)
+    durations = np.bincount(p_name, weights=p_end - p_start, minlength=n)
     phase_rows = []
     for j, name in enumerate(names):
         dur = float(durations[j])
         e = float(phase_energy[j])
-        phase_rows.append({
+        method = combine_methods(list(phase_methods[j].values()))
+        row: dict[str, Any] = {
             "name": name, "count": int(counts[j]), "duration_s": dur, "energy_j": e,
-            "avg_power_w": e / dur if dur > 0 else None, "by_device": phase_by_device[j],
-            "method": combine_methods(phase_methods[j]), "short": bool(phase_short[j]),
-            "complete": bool(phase_complete[j]),
-        })
-    shared = shared_devices(session, run, devices, now)
+            "avg_power_w": e / dur if dur > 0 else None, "by_device": phase_by_device[j], "method": method,
+            "methods": phase_methods[j],
+            "short": bool(phase_short[j]), "complete": bool(phase_complete[j]),
+        }
+        if "attributed" in phase_methods[j].values():
+            row["uncertainty_j"] = float(np.sqrt(phase_var[j]))
+            row["repeats"] = int(counts[j])
+        phase_rows.append(row)
     return {
         "run": run_summary(run),
         "total": {
@@ -182,11 +176,12 @@ def run_energy(session: Session, run: Run, sample_interval: float | None = None,
         },
         "phases": phase_rows,
         "devices": [{"id": d.id, "kind": d.kind, "source": d.source, "energy_counter": d.energy_counter,
-                     "method": methods.get(d.id), "update_period_s": d.update_period_s} for d in devices if d.kind != "host"],
-        "simulated": any(s == "simulated" for s in sources.values()),
-        "shared_devices": shared,
+                     "method": methods.get(d.id), "update_period_s": d.update_period_s} for d in devices],
+        "simulated": any(d.source == "simulated" for d in devices),
+        "shared_devices": shared_devices(session, run, devices, now),
         "gaps": gaps,
-        "notes": device_notes,
+        "attribution": {"power_w": attribution} if attribution else None,
+        "notes": notes,
     }
 
 

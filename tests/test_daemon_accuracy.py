@@ -21,8 +21,10 @@ def _trace_spec(anchor: float) -> dict:
 
 
 def test_energy_per_phase_matches_the_integral(daemon_factory):
-    anchor = math.ceil(time.time()) + 2.0
-    d = daemon_factory(trace=_trace_spec(anchor))
+    d = daemon_factory(trace=_trace_spec(0.0))
+    # The trace repeats every 2 s from t=0: low on even seconds, high on odd ones. Start on the next even second
+    # with a margin, so the sampler and the counter's grid lock are under way.
+    anchor = 2.0 * math.ceil((time.time() + 1.5) / 2.0)
     cycles = 3
     with d.client() as c:
         r = c.post("/api/v1/runs", json={"name": "accuracy", "run_id": "acc-1", "started_at": anchor - 0.5})
@@ -39,7 +41,7 @@ def test_energy_per_phase_matches_the_integral(daemon_factory):
         assert stopped["status"] == "completed"
         energy = c.get("/api/v1/runs/acc-1/energy").json()
 
-    trace = StepTrace(steps=STEPS, anchor=anchor)
+    trace = StepTrace(steps=STEPS, anchor=0.0)
     exact = {"low": sum(trace.energy(anchor + 2 * k, anchor + 2 * k + 1) for k in range(cycles)),
              "high": sum(trace.energy(anchor + 2 * k + 1, anchor + 2 * k + 2) for k in range(cycles))}
     assert exact == {"low": pytest.approx(300.0), "high": pytest.approx(900.0)}
@@ -61,3 +63,30 @@ def test_energy_per_phase_matches_the_integral(daemon_factory):
     assert energy["simulated"] is True
     total_gpu0 = energy["total"]["by_device"][f"{node}/simgpu0"]
     assert total_gpu0 == pytest.approx(trace.energy(anchor - 0.5, end + 0.2), rel=0.01)
+
+
+def test_a_20ms_phase_repeated_many_times_is_attributed_within_5_percent(daemon_factory):
+    # 20 ms at 400 W, then 33 ms at 120 W: far shorter than the ~100 ms counter updates, and not in lockstep with them.
+    steps = ((0.02, 400.0), (0.033, 120.0))
+    d = daemon_factory(trace={"gpus": [{"trace": {"steps": [list(x) for x in steps], "anchor": 0.0}, "counter": True}]})
+    trace = StepTrace(steps=steps, anchor=0.0)
+    start = time.time() + 1.0
+    first = math.ceil(start / trace.period)
+    count = 180
+    phases = [{"name": "forward", "start": k * trace.period, "end": k * trace.period + 0.02, "step": k}
+              for k in range(first, first + count)]
+    with d.client() as c:
+        assert c.post("/api/v1/runs", json={"name": "short", "run_id": "short-1", "started_at": start}).status_code == 201
+        end = phases[-1]["end"] + 0.5
+        time.sleep(max(0.0, end + 0.2 - time.time()))
+        assert c.post("/api/v1/runs/short-1/phases", json=phases).status_code == 202
+        c.post("/api/v1/runs/short-1/stop", json={"end": end})
+        energy = c.get("/api/v1/runs/short-1/energy").json()
+    forward = energy["phases"][0]
+    gpu = f"{energy['run']['members'][0]['node']}/simgpu0"
+    truth = sum(trace.energy(p["start"], p["end"]) for p in phases)
+    assert truth == pytest.approx(count * 0.02 * 400.0)
+    assert forward["methods"][gpu] == "attributed" and forward["short"] is True
+    assert forward["repeats"] == count
+    assert forward["by_device"][gpu] == pytest.approx(truth, rel=0.05)
+    assert forward["uncertainty_j"] < 0.05 * truth
