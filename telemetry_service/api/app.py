@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from fastapi import FastAPI, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -49,6 +50,12 @@ def create_app(daemon: Daemon) -> FastAPI:
     async def write(job: Callable[[Session], T]) -> T:
         fut: Future[T] = daemon.writer.submit(job)
         return await asyncio.wrap_future(fut)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        # Say where and what, without echoing the input: it may hold NaN or megabytes that JSON cannot carry back.
+        errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")} for e in exc.errors()]
+        return JSONResponse(status_code=422, content={"detail": errors})
 
     @app.exception_handler(RunError)
     async def _run_error(_: Request, exc: RunError) -> JSONResponse:
