@@ -95,6 +95,7 @@ class Sampler:
         self._written_up_to = 0.0
         self._written = threading.Condition()
         self._flush_now = threading.Event()
+        self._last_read: dict[str, float] = {}
         now = time.time()
         with session_factory() as session, session.begin():
             infos = [d for s in sensors for d in s.devices()]
@@ -172,7 +173,13 @@ class Sampler:
 
     def _sample_once(self) -> None:
         rows: list[dict[str, Any]] = []
+        now = time.monotonic()
         for sensor in self.sensors:
+            every = getattr(sensor, "every_s", None)
+            if every is not None:
+                if now - self._last_read.get(sensor.name, -every) < every:
+                    continue
+                self._last_read[sensor.name] = now
             try:
                 readings = sensor.read()
             except PartialReadError as exc:
@@ -240,10 +247,11 @@ class Sampler:
         stopped = time.time() if final else None
 
         def job(session: Session) -> None:
+            # Core inserts: the ORM's bookkeeping buys nothing for rows nobody reads back here.
             if rows:
-                session.execute(insert(Sample), rows)
+                session.connection().execute(insert(Sample.__table__), rows)
             if procs:
-                session.execute(insert(ProcessSample), procs)
+                session.connection().execute(insert(ProcessSample.__table__), procs)
             values: dict[str, Any] = {}
             if newest is not None:
                 values["last_sample_at"] = newest

@@ -52,6 +52,8 @@ class PartialReadError(RuntimeError):
 
 
 class Sensor(Protocol):
+    """A family of devices read together. A sensor may set `every_s` to be read less often than every tick."""
+
     name: str
 
     def devices(self) -> list[DeviceInfo]: ...

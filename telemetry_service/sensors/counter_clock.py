@@ -113,8 +113,9 @@ class CounterClock:
         return stamp_read(self.grid, t_start, t_end, prev_start, self.nominal_period)
 
     # --- locating edges ----------------------------------------------------------------------------------
-    def _watch(self, until: float, max_edges: int) -> list[Edge]:
-        """Polls the counter until `until` or `max_edges` changes, returning where each change happened."""
+    def _watch(self, until: float, max_edges: int) -> tuple[list[Edge], float]:
+        """Polls the counter until `until` or `max_edges` changes: where each change happened, and when the
+        first (reference) read began."""
         edges: list[Edge] = []
         t0 = self._now()
         last = self._read()
@@ -130,11 +131,11 @@ class CounterClock:
                 last = value
             last_start = t_start
             self._sleep(self.poll)
-        return edges
+        return edges, t0
 
     def acquire(self) -> bool:
         """Locks onto the grid with one burst that spans a little over three nominal periods."""
-        edges = self._watch(self._now() + 3.2 * self.nominal_period, max_edges=3)
+        edges, _ = self._watch(self._now() + 3.2 * self.nominal_period, max_edges=3)
         grid = grid_from_burst(edges)
         if grid is None:
             self.grid = None
@@ -145,7 +146,11 @@ class CounterClock:
         return True
 
     def refine_once(self) -> bool:
-        """Watches the next predicted update and re-anchors on it; False when the lock was lost."""
+        """Watches the next predicted update and re-anchors on it; False when the lock was lost.
+
+        A thread that wakes too late to see the counter before the predicted update (a busy machine) has
+        learnt nothing and tries again later; only a fully watched window without the update drops the lock.
+        """
         grid = self.grid
         if grid is None:
             return self.acquire()
@@ -156,7 +161,9 @@ class CounterClock:
         if window > 0.4 * grid.period:
             return self.acquire()
         self._sleep(max(0.0, predicted - window - self._now()))
-        edges = self._watch(predicted + window, max_edges=1)
+        edges, first_read = self._watch(predicted + window, max_edges=1)
+        if first_read > predicted - 0.5 * window:
+            return True
         refined = refine_grid(grid, self._base, self._base_k, edges[0], window) if edges else None
         if refined is None:
             self.lost_locks += 1

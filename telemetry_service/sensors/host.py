@@ -13,6 +13,8 @@ from telemetry_service.sensors.cpu_times import CpuUtilisation
 
 class HostSensor:
     name = "host"
+    # Host CPU % and memory move slowly, and reading /proc/meminfo costs a few hundred microseconds.
+    every_s = 1.0
 
     def __init__(self) -> None:
         self._util = CpuUtilisation()

@@ -22,6 +22,8 @@ log = logging.getLogger(__name__)
 COUNTER_PERIOD_S = 0.1
 # nvmlDeviceGetPowerUsage is a 1 s moving average on Ampere-and-newer (except A100); instant power is better.
 POWER_AVERAGE_S = 1.0
+# The power limit and the process list change rarely, and listing processes is one of NVML's slower calls.
+SLOW_FIELDS_EVERY_S = 1.0
 
 
 def _text(value: str | bytes) -> str:
@@ -41,6 +43,9 @@ class _Gpu:
         if self.has_counter and track_counter:
             self.clock = CounterClock(self._counter_mj, nominal_period=COUNTER_PERIOD_S)
         self.prev_counter_read: float | None = None
+        self._slow_read_at = 0.0
+        self._power_limit_w: float | None = None
+        self._processes: dict[int, int] = {}
         self.info = DeviceInfo(
             key=f"{key_prefix}{index}", kind="gpu", source=source, energy_counter=self.has_counter, name=self.name,
             index=index, uuid=self.uuid,
@@ -102,10 +107,14 @@ class _Gpu:
         reading.temp_c = None if temp is None else float(temp)
         clock = self._optional(lambda: nvml.nvmlDeviceGetClockInfo(h, pynvml.NVML_CLOCK_SM))
         reading.sm_clock_mhz = None if clock is None else float(clock)
-        limit = self._optional(lambda: nvml.nvmlDeviceGetEnforcedPowerLimit(h))
-        reading.power_limit_w = None if limit is None else limit / 1000.0
-        procs = self._optional(lambda: nvml.nvmlDeviceGetComputeRunningProcesses(h)) or []
-        reading.processes = {int(p.pid): int(p.usedGpuMemory or 0) for p in procs}
+        if reading.t - self._slow_read_at >= SLOW_FIELDS_EVERY_S:
+            limit = self._optional(lambda: nvml.nvmlDeviceGetEnforcedPowerLimit(h))
+            self._power_limit_w = None if limit is None else limit / 1000.0
+            procs = self._optional(lambda: nvml.nvmlDeviceGetComputeRunningProcesses(h)) or []
+            self._processes = {int(p.pid): int(p.usedGpuMemory or 0) for p in procs}
+            self._slow_read_at = reading.t
+        reading.power_limit_w = self._power_limit_w
+        reading.processes = self._processes
         return reading
 
 
