@@ -6,7 +6,15 @@ import math
 
 import pytest
 
-from telemetry_service.sensors.counter_clock import CounterClock, Edge, Grid, grid_from_burst, refine_grid, stamp_read
+from telemetry_service.sensors.counter_clock import (
+    CounterClock,
+    Edge,
+    Grid,
+    LastStamp,
+    grid_from_burst,
+    refine_grid,
+    stamp_read,
+)
 
 
 class FakeCounter:
@@ -58,7 +66,7 @@ def test_refining_drives_the_period_error_down_and_stamps_stay_on_the_grid():
     assert clock.next_refine_delay() == pytest.approx(5.0)
     for k in range(50):
         t = fc.t + k * 0.0731
-        stamped, how = clock.stamp(t, t + 1e-5, t - 0.1)
+        stamped, how = clock.stamp(t, t + 1e-5, float(k))
         assert how == "grid"
         assert abs(stamped - fc.last_update(t)) < 0.0015
 
@@ -79,10 +87,20 @@ def test_a_grid_that_jumps_is_relocked():
 
 
 def test_without_a_grid_the_stamp_is_the_unbiased_midpoint():
-    assert stamp_read(None, 10.0, 10.0, 9.95, 0.1) == (pytest.approx(9.975), "read")
-    assert stamp_read(None, 10.0, 10.0, 9.5, 0.1) == (pytest.approx(9.95), "read")
+    assert stamp_read(None, 10.0, 10.0, 5.0, LastStamp(4.0, 9.9, 9.95), 0.1) == (pytest.approx(9.975), "read")
+    assert stamp_read(None, 10.0, 10.0, 5.0, LastStamp(4.0, 9.4, 9.5), 0.1) == (pytest.approx(9.95), "read")
+
+
+def test_a_read_stretched_across_an_update_is_resolved_by_the_previous_value():
     g = Grid(anchor=9.0031, period=0.1, period_err=0.0)
-    assert stamp_read(g, 10.0, 10.0, 9.9, 0.1) == (pytest.approx(9.9031), "grid")
+    assert stamp_read(g, 10.0, 10.0, 7.0, None, 0.1) == (pytest.approx(9.9031), "grid")
+    # The read began before the update at 10.0031 and ended after it.
+    stretched = (10.001, 10.009)
+    same = LastStamp(value=7.0, stamp=9.9031, read_start=9.95)
+    assert stamp_read(g, *stretched, 7.0, same, 0.1)[0] == pytest.approx(9.9031)  # still the old value
+    assert stamp_read(g, *stretched, 8.0, same, 0.1)[0] == pytest.approx(10.0031)  # a new one: the later update
+    stale = LastStamp(value=6.0, stamp=9.8031, read_start=9.85)
+    assert stamp_read(g, *stretched, 8.0, stale, 0.1)[0] == pytest.approx(9.9031)
 
 
 def test_refine_grid_rejects_an_edge_off_the_grid():

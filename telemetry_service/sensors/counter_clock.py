@@ -44,18 +44,42 @@ def grid_point_at_or_before(grid: Grid, t: float) -> float:
     return grid.anchor + math.floor((t - grid.anchor) / grid.period) * grid.period
 
 
-def stamp_read(grid: Grid | None, t_start: float, t_end: float, prev_start: float | None,
+@dataclass
+class Watch:
+    edges: list[Edge]
+    first_read: float  # when the reference read began
+    blurred: bool = False  # a change was seen only across a stall
+
+
+@dataclass(frozen=True)
+class LastStamp:
+    value: float
+    stamp: float
+    read_start: float
+
+
+def stamp_read(grid: Grid | None, t_start: float, t_end: float, value: float, last: LastStamp | None,
                nominal_period: float) -> tuple[float, CounterTiming]:
     """The instant a counter value read during [t_start, t_end] refers to, and how it was found.
 
-    With a grid, the value belongs to the last update at or before the read. Without one, the update lies
-    somewhere in the last min(period, time since the previous read): its midpoint is the unbiased guess.
+    With a grid, the value belongs to the last update before the read. A busy machine can stretch the read
+    across an update (the thread waits for the interpreter lock after the call returns); then the previous
+    read decides: the same value keeps its stamp, a new value after we already hold the earlier update's
+    belongs to the later one. Without a grid, the update lies somewhere in the last min(period, time since the
+    previous read): its midpoint is the unbiased guess.
     """
-    if grid is not None:
-        g = grid_point_at_or_before(grid, t_end)
-        return g, "grid"
-    window = nominal_period if prev_start is None else min(nominal_period, t_end - prev_start)
-    return t_end - 0.5 * window, "read"
+    if grid is None:
+        window = nominal_period if last is None else min(nominal_period, t_end - last.read_start)
+        return t_end - 0.5 * window, "read"
+    g0 = grid_point_at_or_before(grid, t_start)
+    g1 = grid_point_at_or_before(grid, t_end)
+    if g1 - g0 < 0.5 * grid.period:
+        return g1, "grid"
+    if last is not None and value == last.value:
+        return last.stamp, "grid"
+    if last is not None and last.stamp >= g0 - 0.5 * grid.period:
+        return g1, "grid"
+    return g0, "grid"
 
 
 def grid_from_burst(edges: list[Edge]) -> Grid | None:
@@ -98,6 +122,8 @@ class CounterClock:
         self._read = read
         self.nominal_period = nominal_period
         self.poll = poll
+        # An edge seen through a stall (the thread descheduled between two polls) is too blurred to anchor on.
+        self.max_edge_err = 2.0 * poll
         self.max_refine_every = max_refine_every
         self._now = now
         self._sleep = sleep
@@ -105,37 +131,46 @@ class CounterClock:
         self._base = 0.0
         self._base_k = 0
         self.lost_locks = 0
+        self._last: LastStamp | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     # --- what the sampler uses -------------------------------------------------------------------------
-    def stamp(self, t_start: float, t_end: float, prev_start: float | None) -> tuple[float, CounterTiming]:
-        return stamp_read(self.grid, t_start, t_end, prev_start, self.nominal_period)
+    def stamp(self, t_start: float, t_end: float, value: float) -> tuple[float, CounterTiming]:
+        """Stamps a value the sampler read during [t_start, t_end]."""
+        t, how = stamp_read(self.grid, t_start, t_end, value, self._last, self.nominal_period)
+        self._last = LastStamp(value=value, stamp=t, read_start=t_start)
+        return t, how
 
     # --- locating edges ----------------------------------------------------------------------------------
-    def _watch(self, until: float, max_edges: int) -> tuple[list[Edge], float]:
-        """Polls the counter until `until` or `max_edges` changes: where each change happened, and when the
-        first (reference) read began."""
-        edges: list[Edge] = []
-        t0 = self._now()
+    def _watch(self, until: float, max_edges: int) -> Watch:
+        """Polls the counter until `until` or `max_edges` sharp changes."""
+        watch = Watch(edges=[], first_read=self._now())
         last = self._read()
-        last_start = t0
-        while len(edges) < max_edges:
+        last_start = watch.first_read
+        while len(watch.edges) < max_edges:
             t_start = self._now()
             if t_start > until:
                 break
             value = self._read()
             t_end = self._now()
             if value != last:
-                edges.append(Edge(lo=last_start, hi=t_end))
+                edge = Edge(lo=last_start, hi=t_end)
+                if edge.err > self.max_edge_err:
+                    watch.blurred = True
+                    watch.edges.clear()  # a burst's edges must be consecutive updates
+                    if max_edges == 1:
+                        break
+                else:
+                    watch.edges.append(edge)
                 last = value
             last_start = t_start
             self._sleep(self.poll)
-        return edges, t0
+        return watch
 
     def acquire(self) -> bool:
         """Locks onto the grid with one burst that spans a little over three nominal periods."""
-        edges, _ = self._watch(self._now() + 3.2 * self.nominal_period, max_edges=3)
+        edges = self._watch(self._now() + 3.2 * self.nominal_period, max_edges=3).edges
         grid = grid_from_burst(edges)
         if grid is None:
             self.grid = None
@@ -161,10 +196,10 @@ class CounterClock:
         if window > 0.4 * grid.period:
             return self.acquire()
         self._sleep(max(0.0, predicted - window - self._now()))
-        edges, first_read = self._watch(predicted + window, max_edges=1)
-        if first_read > predicted - 0.5 * window:
-            return True
-        refined = refine_grid(grid, self._base, self._base_k, edges[0], window) if edges else None
+        watch = self._watch(predicted + window, max_edges=1)
+        if watch.first_read > predicted - 0.5 * window or watch.blurred:
+            return True  # woke too late, or stalled across the update: nothing learnt, nothing contradicted
+        refined = refine_grid(grid, self._base, self._base_k, watch.edges[0], window) if watch.edges else None
         if refined is None:
             self.lost_locks += 1
             return self.acquire()

@@ -42,7 +42,6 @@ class _Gpu:
         self.clock: CounterClock | None = None
         if self.has_counter and track_counter:
             self.clock = CounterClock(self._counter_mj, nominal_period=COUNTER_PERIOD_S)
-        self.prev_counter_read: float | None = None
         self._slow_read_at = 0.0
         self._power_limit_w: float | None = None
         self._processes: dict[int, int] = {}
@@ -88,14 +87,15 @@ class _Gpu:
             t1 = time.time()
             reading.counter_j = mj / 1000.0
             if self.clock is not None:
-                reading.counter_t, reading.counter_timing = self.clock.stamp(t0, t1, self.prev_counter_read)
+                reading.counter_t, reading.counter_timing = self.clock.stamp(t0, t1, mj)
             else:
                 reading.counter_t, reading.counter_timing = 0.5 * (t0 + t1), "read"
-            self.prev_counter_read = t0
-            reading.t = 0.5 * (t0 + t1)
+        # Power gets its own instant: on a busy host the two calls can be milliseconds apart.
+        t0 = time.time()
         power = self._instant_power_w() if self.has_instant else None
         if power is None:
             power = nvml.nvmlDeviceGetPowerUsage(h) / 1000.0
+        reading.t = 0.5 * (t0 + time.time())
         reading.power_w = power
         util = self._optional(lambda: nvml.nvmlDeviceGetUtilizationRates(h))
         if util is not None:
