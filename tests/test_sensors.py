@@ -78,7 +78,9 @@ def test_daemon_counts_rapl_energy_across_wraps(daemon_factory, tmp_path):
     node = energy["run"]["members"][0]["node"]
     work = energy["phases"][0]
     assert work["methods"] == {f"{node}/cpu0": "counter"}
-    assert work["by_device"][f"{node}/cpu0"] == pytest.approx(50.0 * (end - start), rel=0.03)
+    # The played file can lag behind the clock when this process stalls, so allow 10 %; a mishandled wrap would
+    # be off by a whole range (60 J) per wrap.
+    assert work["by_device"][f"{node}/cpu0"] == pytest.approx(50.0 * (end - start), rel=0.1)
 
 
 def _trace(steps, **gpu) -> dict:
@@ -86,7 +88,7 @@ def _trace(steps, **gpu) -> dict:
 
 
 def test_counter_reset_is_rebased_not_negative(daemon_factory):
-    reset_at = time.time() + 5.0
+    reset_at = time.time() + 8.0  # leaves a loaded machine time to start the daemon first
     d = daemon_factory(trace=_trace(((1.0, 200.0),), counter=True, resets=[reset_at]))
     start = max(time.time() + 0.5, reset_at - 2.0)
     end = reset_at + 2.0
@@ -107,7 +109,7 @@ def test_counter_reset_is_rebased_not_negative(daemon_factory):
 
 
 def test_a_gpu_that_fails_mid_run_is_skipped_and_comes_back(daemon_factory):
-    fail_from = time.time() + 5.0
+    fail_from = time.time() + 8.0  # leaves a loaded machine time to start the daemon first
     steps = ((1.0, 150.0),)
     d = daemon_factory(trace=_trace(steps, counter=True, failures=[[fail_from, fail_from + 1.5]]))
     start, end = fail_from - 1.5, fail_from + 3.0
