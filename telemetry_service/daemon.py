@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 
 from sqlalchemy import select
@@ -10,12 +11,15 @@ from sqlalchemy import select
 from telemetry_service.config import Settings
 from telemetry_service.sampler import Sampler
 from telemetry_service.sensors.discover import SensorSet, discover
+from telemetry_service.store.blocks import index_device
 from telemetry_service.store.db import open_ledger
 from telemetry_service.store.models import Run, RunMember
 from telemetry_service.store.writer import Writer
 from telemetry_service.visible import Gpu, Visibility, resolve_visible
 
 log = logging.getLogger(__name__)
+
+INDEX_EVERY_S = 10.0
 
 
 class Daemon:
@@ -31,18 +35,32 @@ class Daemon:
                                settings.flush_interval, settings.process_interval)
         self.node_id = self.sampler.node_id
         self.refresh_watched_pids()
+        self._stop = threading.Event()
+        self._indexer = threading.Thread(target=self._index_blocks, name="block-indexer", daemon=True)
 
     def start(self) -> None:
         self.sampler.start()
+        self._indexer.start()
         log.info("sampling %d device(s) every %g s into %s", len(self.sampler.devices), self.settings.interval,
                  self.engine.url.render_as_string(hide_password=True))
 
     def close(self) -> None:
         """Flushes every sample read so far, then releases sensors and the ledger."""
+        self._stop.set()
         self.sampler.stop()
         self.writer.close()
         self.sensors.close()
         self.engine.dispose()
+
+    def _index_blocks(self) -> None:
+        """Packs closed minutes of this node's energy devices into blocks, through the writer, every few seconds."""
+        pks = [s.device_id for s in self.sampler.devices.values() if s.info.kind != "host"]
+        while not self._stop.wait(INDEX_EVERY_S):
+            fut = self.writer.submit(lambda session: sum(index_device(session, pk) for pk in pks))
+            try:
+                fut.result(timeout=60.0)
+            except Exception as exc:
+                log.warning("block indexing failed (queries fall back to raw samples): %s", exc)
 
     def gpus(self) -> list[Gpu]:
         sensor = self.sensors.gpu_sensor

@@ -279,10 +279,16 @@ class Partition:
 
     def time_in(self, lo: ArrayLike, hi: ArrayLike) -> FloatArray:
         """Seconds each label holds within each window (lo, hi]: shape (windows, labels)."""
-        lo, hi = np.asarray(lo, dtype=np.float64), np.asarray(hi, dtype=np.float64)
-        cols = [np.interp(hi, self.knots, self.occupancy[:, j]) - np.interp(lo, self.knots, self.occupancy[:, j])
-                for j in range(len(self.labels))]
-        return np.stack(cols, axis=1) if cols else np.zeros((lo.size, 0))
+        return self.occupancy_at(hi) - self.occupancy_at(lo)
+
+    def occupancy_at(self, t: ArrayLike) -> FloatArray:
+        """Time each label has held up to each instant: shape (instants, labels); one search for all labels."""
+        t = np.clip(np.asarray(t, dtype=np.float64), self.knots[0], self.knots[-1])
+        i = np.clip(np.searchsorted(self.knots, t, side="right") - 1, 0, max(self.knots.size - 2, 0))
+        if self.knots.size < 2:
+            return np.zeros((t.size, len(self.labels)))
+        frac = (t - self.knots[i]) / np.where(self.knots[i + 1] > self.knots[i], self.knots[i + 1] - self.knots[i], 1.0)
+        return self.occupancy[i] + frac[:, None] * (self.occupancy[i + 1] - self.occupancy[i])
 
     def label_at(self, t: ArrayLike) -> NDArray[np.int64]:
         """Index of the label holding each instant."""
@@ -295,39 +301,34 @@ class Partition:
 
 
 def innermost_partition(names: list[str], starts: ArrayLike, ends: ArrayLike, t0: float, t1: float) -> Partition:
-    """Partitions [t0, t1] by innermost phase name (nested phases: the child holds the time it covers)."""
-    s = np.asarray(starts, dtype=np.float64)
-    e = np.asarray(ends, dtype=np.float64)
+    """Partitions [t0, t1] by innermost phase name (nested phases: the child holds the time it covers).
+
+    The innermost phase at an instant is the most recently started one still running (of two that start
+    together, the shorter): painting phases in that order, each over the elementary segments it spans, leaves
+    every segment to its innermost phase.
+    """
+    s = np.clip(np.asarray(starts, dtype=np.float64), t0, t1)
+    e = np.clip(np.asarray(ends, dtype=np.float64), t0, t1)
     labels = sorted(set(names)) + [UNMARKED]
     index = {n: i for i, n in enumerate(labels)}
-    # Ends before starts at the same instant, so back-to-back phases do not overlap.
-    events = sorted([(float(a), 1, i) for i, a in enumerate(s)] + [(float(b), 0, i) for i, b in enumerate(e)])
-    knots = [t0]
-    owner = [index[UNMARKED]]
-    active: set[int] = set()
-    for t, kind, i in events:
-        t = min(max(t, t0), t1)
-        if kind == 1:
-            active.add(i)
-        else:
-            active.discard(i)
-        innermost = max(active, key=lambda k: (s[k], -e[k], k)) if active else None
-        label = index[UNMARKED] if innermost is None else index[names[innermost]]
-        if t > knots[-1]:
-            knots.append(t)
-            owner.append(label)
-        else:
-            owner[-1] = label
-    if t1 > knots[-1]:
-        knots.append(t1)
-        owner.append(owner[-1])
-    k = np.asarray(knots)
-    occ = np.zeros((k.size, len(labels)))
-    widths = np.diff(k)
-    seg_owner = np.asarray(owner[:-1], dtype=np.int64)
+    knots = np.unique(np.concatenate([[t0, t1], s, e]))
+    owner = np.full(max(knots.size - 1, 0), index[UNMARKED], dtype=np.int64)
+    lo = np.searchsorted(knots, s)
+    hi = np.searchsorted(knots, e)
+    label = np.array([index[n] for n in names], dtype=np.int64)
+    order = np.lexsort((-e, s))
+    # A phase spanning one segment is never painted over by one spanning several (that one would have to start
+    # at the same instant and be longer, so it comes first): paint the long ones in a loop, the rest at once.
+    single = (hi - lo) == 1
+    for i in order[~single[order]]:
+        owner[lo[i]:hi[i]] = label[i]
+    ones = order[single[order]]
+    owner[lo[ones]] = label[ones]
+    widths = np.diff(knots)
+    occ = np.zeros((knots.size, len(labels)))
     for j in range(len(labels)):
-        occ[1:, j] = np.cumsum(np.where(seg_owner == j, widths, 0.0))
-    return Partition(labels=labels, knots=k, occupancy=occ)
+        occ[1:, j] = np.cumsum(np.where(owner == j, widths, 0.0))
+    return Partition(labels=labels, knots=knots, occupancy=occ)
 
 
 @dataclass(frozen=True)
@@ -353,35 +354,40 @@ def attribute(partition: Partition, lo: ArrayLike, hi: ArrayLike, energy_j: Arra
 
     Windows are the intervals between counter updates (or the averaging windows of a power reading). With many
     windows over a repeating pattern each label's power is determined even though no window isolates it.
+    The fit works on the normal equations (labels x labels), so a million windows cost one matrix product.
     """
     from scipy.optimize import nnls
 
     a = partition.time_in(lo, hi)
     b = np.asarray(energy_j, dtype=np.float64)
-    used = a.sum(axis=0) > 0
-    if not used.any() or b.size < used.sum() + 1:
+    ata_full = a.T @ a
+    used = np.diag(ata_full) > 0
+    n_used = int(used.sum())
+    if n_used == 0 or b.size < n_used + 1:
         return None
-    a_used = a[:, used]
-    x_used, _ = nnls(a_used, b)
-    resid = b - a_used @ x_used
-    dof = max(b.size - int(used.sum()), 1)
-    sigma2 = float(resid @ resid) / dof
+    ata = ata_full[np.ix_(used, used)]
+    atb = (a.T @ b)[used]
+    # min |A x - b|^2 = min |M x - d|^2 + const with A'A = M'M, M'd = A'b; M from the eigen-decomposition.
+    w, v = np.linalg.eigh(ata)
+    keep = w > max(float(w.max()), 0.0) * 1e-12
+    m = np.sqrt(w[keep])[:, None] * v[:, keep].T
+    d = (v[:, keep].T @ atb) / np.sqrt(w[keep])
+    x_used, _ = nnls(m, d)
+    rss = max(float(b @ b - 2.0 * x_used @ atb + x_used @ ata @ x_used), 0.0)
+    sigma2 = rss / max(b.size - n_used, 1)
     free = x_used > 0
-    cov_used = np.zeros((used.sum(), used.sum()))
+    cov_used = np.zeros((n_used, n_used))
     if free.any():
-        af = a_used[:, free]
-        cov_free = sigma2 * np.linalg.pinv(af.T @ af)
-        idx = np.nonzero(free)[0]
-        cov_used[np.ix_(idx, idx)] = cov_free
+        fi = np.nonzero(free)[0]
+        cov_used[np.ix_(fi, fi)] = sigma2 * np.linalg.pinv(ata[np.ix_(fi, fi)])
     p = len(partition.labels)
     power = np.zeros(p)
     power[used] = x_used
     cov = np.zeros((p, p))
     ui = np.nonzero(used)[0]
     cov[np.ix_(ui, ui)] = cov_used
-    identifiable = int(np.linalg.matrix_rank(a_used)) == int(used.sum())
     return AttributionFit(labels=partition.labels, power_w=power, covariance=cov, windows=int(b.size),
-                          identifiable=identifiable)
+                          identifiable=bool(keep.all()))
 
 
 def tagged_power(partition: Partition, t: ArrayLike, p: ArrayLike) -> dict[str, tuple[float, int]]:

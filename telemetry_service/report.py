@@ -11,8 +11,9 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from telemetry_service.energy import DeviceSeries, combine_methods, find_gaps, overlaps, phase_energies
-from telemetry_service.store.models import Device, Node, Phase, Run, RunMember, Sample
+from telemetry_service.energy import combine_methods, find_gaps, overlaps, phase_energies
+from telemetry_service.store.blocks import load_series
+from telemetry_service.store.models import Device, Node, Phase, Run, RunMember
 
 # Samples this far outside a run still matter: the counter updates that bracket its first and last instants.
 MARGIN_S = 2.0
@@ -51,15 +52,6 @@ def run_devices(session: Session, run: Run) -> list[RunDevice]:
                                energy_counter=dev.energy_counter, update_period_s=dev.update_period_s)
                 out[rd.id] = rd
     return sorted(out.values(), key=lambda d: d.id)
-
-
-def load_series(session: Session, device_pk: int, t0: float, t1: float) -> DeviceSeries:
-    window = (Sample.device_id == device_pk, Sample.t >= t0, Sample.t <= t1)
-    power = session.execute(select(Sample.t, Sample.power_w).where(*window, Sample.power_w.is_not(None))
-                            .order_by(Sample.t)).all()
-    counter = session.execute(select(Sample.energy_t, Sample.energy_j).where(*window, Sample.energy_t.is_not(None))
-                              .order_by(Sample.t)).all()
-    return DeviceSeries.of(power=power, counter=counter)
 
 
 def shared_devices(session: Session, run: Run, devices: list[RunDevice], now: float) -> dict[str, list[str]]:

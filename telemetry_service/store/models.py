@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Float, ForeignKey, Index, Integer, String, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Float, ForeignKey, Index, Integer, LargeBinary, String, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -137,3 +137,26 @@ class SamplerSession(Base):
     last_sample_at: Mapped[float | None] = mapped_column(Float)
     stopped_at: Mapped[float | None] = mapped_column(Float)
     interval_s: Mapped[float] = mapped_column(Float)
+
+
+class SampleBlock(Base):
+    """A minute of one device's samples, packed: float64 rows of (t, power_w, energy_t, energy_j), NaN for none."""
+
+    __tablename__ = "sample_blocks"
+    __table_args__ = (UniqueConstraint("device_id", "start"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    device_id: Mapped[int] = mapped_column(ForeignKey("devices.id"))
+    start: Mapped[float] = mapped_column(Float)
+    end: Mapped[float] = mapped_column(Float)
+    n: Mapped[int] = mapped_column(Integer)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class BlockWatermark(Base):
+    """Samples of a device before `indexed_until` are in blocks; after it, only in `samples`."""
+
+    __tablename__ = "block_watermarks"
+
+    device_id: Mapped[int] = mapped_column(ForeignKey("devices.id"), primary_key=True)
+    indexed_until: Mapped[float] = mapped_column(Float)
