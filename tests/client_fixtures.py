@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import textwrap
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -14,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.daemon_proc import ROOT, free_port
+from tests.daemon_proc import DaemonProcess, free_port
 from trainer.client import TelemetryClient
 
 
@@ -38,13 +34,6 @@ def phases_of(url: str, run_id: str) -> list[dict[str, Any]]:
 def run_of(url: str, run_id: str) -> dict[str, Any] | None:
     answer = httpx.get(f"{url}/api/v1/runs/{run_id}", timeout=30.0)
     return answer.json() if answer.status_code == 200 else None
-
-
-def run_python(code: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
-    """Starts a Python process running `code` from the project root (a second training process)."""
-    return subprocess.Popen([sys.executable, "-c", textwrap.dedent(code)], cwd=ROOT, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
 
 
 @pytest.fixture
@@ -74,3 +63,11 @@ def make_client(spool_dir: Path) -> Iterator[Callable[..., TelemetryClient]]:
     yield make
     for client in made:
         client.stop(timeout=0.0)
+
+
+@pytest.fixture(scope="module")
+def shared_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProcess]:
+    """One daemon for a module's tests that neither kill it nor need it absent."""
+    daemon = DaemonProcess(tmp_path_factory.mktemp("shared-daemon")).start()
+    yield daemon
+    daemon.stop()

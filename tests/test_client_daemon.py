@@ -16,7 +16,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.client_fixtures import make_client, offline_url, phases_of, run_of, spool_dir, wait_for  # noqa: F401
+from tests.client_fixtures import (  # noqa: F401 - fixtures
+    make_client, offline_url, phases_of, run_of, shared_daemon, spool_dir, wait_for)
 from tests.daemon_proc import ROOT, DaemonProcess
 from trainer.client import TelemetryClient
 
@@ -24,9 +25,9 @@ DaemonFactory = Callable[..., DaemonProcess]
 ClientFactory = Callable[..., TelemetryClient]
 
 
-def test_ten_thousand_phases_arrive_exactly_once(daemon_factory: DaemonFactory, make_client: ClientFactory,
+def test_ten_thousand_phases_arrive_exactly_once(shared_daemon: DaemonProcess, make_client: ClientFactory,
                                                  spool_dir: Path) -> None:
-    daemon = daemon_factory()
+    daemon = shared_daemon
     tc = make_client("bert-to-distilbert", url=daemon.url, config={"lr": 5e-5, "layers": 6}, tags={"method": "kd"})
     with tc:
         assert tc.connected
@@ -123,8 +124,8 @@ with TelemetryClient(name=label, url=url, spool_dir=spool, flush_interval=0.05) 
 """
 
 
-def test_two_client_processes_keep_their_runs_apart(daemon_factory: DaemonFactory, spool_dir: Path) -> None:
-    daemon = daemon_factory()
+def test_two_client_processes_keep_their_runs_apart(shared_daemon: DaemonProcess, spool_dir: Path) -> None:
+    daemon = shared_daemon
     procs = {label: subprocess.Popen([sys.executable, "-c", TWO_CLIENTS, daemon.url, label, str(spool_dir)],
                                      cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for label in ("alpha", "beta")}
@@ -142,7 +143,7 @@ def test_two_client_processes_keep_their_runs_apart(daemon_factory: DaemonFactor
         assert [m["pid"] for m in run["members"]] == [procs[label].pid]
 
 
-def test_no_daemon_warns_once_spools_and_replay_cli_sends_later(daemon_factory: DaemonFactory,
+def test_no_daemon_warns_once_spools_and_replay_cli_sends_later(shared_daemon: DaemonProcess,
                                                                make_client: ClientFactory, offline_url: str,
                                                                spool_dir: Path,
                                                                caplog: pytest.LogCaptureFixture) -> None:
@@ -164,7 +165,7 @@ def test_no_daemon_warns_once_spools_and_replay_cli_sends_later(daemon_factory: 
     assert lines[-1] == {"kind": "stop", "body": {"status": "completed", "end": lines[-1]["body"]["end"],
                                                   "metrics": {}}}
 
-    daemon = daemon_factory()
+    daemon = shared_daemon
     replay = subprocess.run([sys.executable, "-m", "trainer.client", "replay", str(files[0]), "--url", daemon.url],
                             cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert replay.returncode == 0, replay.stderr
@@ -213,8 +214,8 @@ def test_next_client_start_replays_a_dead_process_spool(daemon_factory: DaemonFa
 
 
 def test_slurm_job_id_is_the_run_id_and_a_later_program_of_the_job_gets_its_own(
-        daemon_factory: DaemonFactory, make_client: ClientFactory, monkeypatch: pytest.MonkeyPatch) -> None:
-    daemon = daemon_factory()
+        shared_daemon: DaemonProcess, make_client: ClientFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    daemon = shared_daemon
     monkeypatch.setenv("SLURM_JOB_ID", "77001")
     monkeypatch.setenv("SLURM_PROCID", "0")
     monkeypatch.setenv("SLURM_JOB_NODELIST", "gpu[01-02]")
@@ -235,9 +236,9 @@ def test_slurm_job_id_is_the_run_id_and_a_later_program_of_the_job_gets_its_own(
     assert rank.run_id == "77001.2"
 
 
-def test_a_refused_marker_does_not_take_its_batch_with_it(daemon_factory: DaemonFactory,
+def test_a_refused_marker_does_not_take_its_batch_with_it(shared_daemon: DaemonProcess,
                                                           make_client: ClientFactory) -> None:
-    daemon = daemon_factory()
+    daemon = shared_daemon
     with make_client(url=daemon.url) as tc:
         for step in range(100):
             tc.mark("ok", step=step)
@@ -246,3 +247,37 @@ def test_a_refused_marker_does_not_take_its_batch_with_it(daemon_factory: Daemon
             tc.mark("ok", step=step)
     assert tc.stats.sent == 201 and tc._sender is not None and tc._sender.rejected == 1
     assert sorted(p["step"] for p in phases_of(daemon.url, tc.run_id)) == list(range(200))
+
+
+SCANCELLED = """
+import sys, time
+from trainer.client import TelemetryClient
+n = 0
+try:
+    with TelemetryClient(name="scancelled", url=sys.argv[1], spool_dir=sys.argv[2], flush_interval=0.05) as tc:
+        print(tc.run_id, flush=True)
+        while True:
+            with tc.phase("step", step=n):
+                n += 1
+                time.sleep(0.001)
+finally:
+    print(n, flush=True)
+"""
+
+
+def test_sigterm_stops_the_run_as_failed_with_every_marker(shared_daemon: DaemonProcess, spool_dir: Path) -> None:
+    """Slurm's scancel and time limit send SIGTERM: the run ends as failed, its markers flushed."""
+    proc = subprocess.Popen([sys.executable, "-c", SCANCELLED, shared_daemon.url, str(spool_dir)], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    run_id = proc.stdout.readline().strip()
+    wait_for(lambda: len(phases_of(shared_daemon.url, run_id)) >= 100, timeout=30)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    recorded = int(out.split()[-1])
+    steps = sorted(p["step"] for p in phases_of(shared_daemon.url, run_id))
+    assert steps == list(range(len(steps)))  # none lost, none twice
+    assert abs(len(steps) - recorded) <= 1  # the signal may land between a phase's count and its record
+    run = run_of(shared_daemon.url, run_id)
+    assert run is not None and run["status"] == "failed"
