@@ -138,6 +138,7 @@ class TelemetryClient(Recorder):
         # Markers recorded before start() belong to the run too.
         earliest = min((m[1] for m in list(self.queue) if type(m) is tuple), default=time.time())
         self.started_at = min(time.time(), earliest)
+        self.process = discover()  # again: the program may have initialised CUDA since (then GPU UUIDs are known)
         self._channel = RunChannel(Transport(self.url), self.registration(), derive_id=self._derive_id)
         spool = SpoolWriter(self.spool_dir, self._run_id, self.process.host, self.process.pid)
         self._sender = Sender(self, self._channel, spool, flush_interval=self._flush_interval,

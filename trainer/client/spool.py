@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from trainer.client.payload import encode_list
+
 log = logging.getLogger("trainer.client")
 
 SUFFIX = ".jsonl"
@@ -109,7 +111,11 @@ class SpoolWriter:
 
     def _write(self, record: dict[str, Any]) -> None:
         assert self._fh is not None
-        self._fh.write(json.dumps(record, separators=(",", ":")) + "\n")
+        if record.get("kind") == "phases":  # large: encoded in slices (see encode_list)
+            line = '{"kind":"phases","phases":' + encode_list(record["phases"]) + "}"
+        else:
+            line = json.dumps(record, separators=(",", ":"))
+        self._fh.write(line + "\n")
         self._fh.flush()
 
     def read(self) -> SpoolContents:

@@ -7,7 +7,7 @@ from urllib.parse import quote
 
 import httpx
 
-from trainer.client.payload import Scalar
+from trainer.client.payload import Scalar, encode_list
 
 USER_AGENT = "joulemeter-client/0.1"
 # Statuses that say "not now" (daemon overloaded, restarting behind a proxy): the request is retried.
@@ -56,9 +56,11 @@ class Transport:
     def close(self) -> None:
         self._http.close()
 
-    def _request(self, method: str, path: str, *, json: Any = None, timeout: float | None = None,
-                 run_path: bool = False) -> Any:
+    def _request(self, method: str, path: str, *, json: Any = None, content: str | None = None,
+                 timeout: float | None = None, run_path: bool = False) -> Any:
         kwargs: dict[str, Any] = {} if timeout is None else {"timeout": timeout}
+        if content is not None:
+            kwargs.update(content=content.encode(), headers={"content-type": "application/json"})
         try:
             response = self._http.request(method, path, json=json, **kwargs)
         except httpx.TransportError as exc:  # refused, reset, timed out, DNS
@@ -86,7 +88,8 @@ class Transport:
         return self._request("GET", self._run(run_id), run_path=True)
 
     def post_phases(self, run_id: str, phases: list[dict[str, Any]]) -> int:
-        return int(self._request("POST", f"{self._run(run_id)}/phases", json=phases, run_path=True)["accepted"])
+        answer = self._request("POST", f"{self._run(run_id)}/phases", content=encode_list(phases), run_path=True)
+        return int(answer["accepted"])
 
     def list_phases(self, run_id: str, limit: int = 100_000) -> list[dict[str, Any]]:
         answer = self._request("GET", f"{self._run(run_id)}/phases?limit={limit}", run_path=True)
