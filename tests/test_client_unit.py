@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 import math
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from tests.client_fixtures import make_client, offline_url, spool_dir  # noqa: F401 - fixtures
+from trainer.client import TelemetryClient
 from trainer.client.buffer import Recorder
 from trainer.client.environment import daemon_url, device_order, job_run_id, job_tags, visible_devices
 from trainer.client.payload import jsonable, marker_body
@@ -167,3 +170,18 @@ def test_spool_writer_removes_an_emptied_file(tmp_path: Path) -> None:
     writer.clear()
     assert writer.close() is None
     assert not writer.path.exists()
+
+
+def test_offline_client_spools_and_markers_after_stop_go_nowhere(make_client: Callable[..., TelemetryClient],
+                                                                 offline_url: str) -> None:
+    tc = make_client(url=offline_url, config=[1, 2], register_timeout=1.0).start()
+    assert tc.registration()["config"] == {"config": [1, 2]}  # the daemon takes a JSON object only
+    tc.mark("a")
+    assert tc.flush(timeout=0.5) is False  # spooled, not sent
+    assert tc.stop() is False
+    assert tc.stop(status="failed") is False and tc.status == "completed"  # the first stop counts
+    tc.mark("late")
+    assert len(tc.queue) == 0
+    assert tc.spool_path is not None and tc.spool_path.exists()
+    with pytest.raises(ValueError):
+        TelemetryClient("x", run_id="has space")

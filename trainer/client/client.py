@@ -85,7 +85,8 @@ class TelemetryClient(Recorder):
         env_id = self.process.job_run_id if self.process.job_run_id and RUN_ID.match(self.process.job_run_id) else None
         self._derive_id = run_id is None and env_id is not None
         self._run_id = run_id or env_id or uuid.uuid4().hex
-        self.config = jsonable(config) if config is not None else {}
+        config_json = jsonable(config) if config is not None else {}
+        self.config = config_json if isinstance(config_json, dict) else {"config": config_json}
         self.tags = {**self.process.tags, **scalar_map(tags, 256)}
         self.started_at: float | None = None
         self.status: str | None = None
@@ -105,7 +106,7 @@ class TelemetryClient(Recorder):
     # --- identity and state ---------------------------------------------------------------------------------
     @property
     def run_id(self) -> str:
-        """The run's id: the caller's, the job's (`<job>.<n>` when earlier runs of the job have ended), or a fresh one."""
+        """The run's id: the caller's, the job's (`<job>.<n>` when earlier runs of the job ended), or a fresh one."""
         return self._channel.run_id if self._channel is not None else self._run_id
 
     @property
@@ -178,6 +179,7 @@ class TelemetryClient(Recorder):
         self.wake.set()
         request.done.wait(request.timeout + STOP_TIMEOUT_S + REQUEST_GRACE_S)
         self._sender.join(REQUEST_GRACE_S)
+        self.queue = type(self.queue)(maxlen=0)  # the run has ended: later markers have nowhere to go
         self._last_stop_sent = request.all_sent
         self._uninstall_sigterm()
         atexit.unregister(self._at_exit)

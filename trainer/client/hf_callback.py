@@ -25,8 +25,9 @@ from trainer.client.payload import scalar
 
 class TelemetryCallback(TrainerCallback):
     def __init__(self, client: TelemetryClient | None = None, name: str | None = None, **client_kwargs: Any) -> None:
-        """With `client`, marks phases on it and leaves its life to the caller. Without, starts its own client at
-        on_train_begin (name: `name`, else the run name in TrainingArguments; config: the TrainingArguments) and
+        """With `client`, marks phases on it (starting it if the caller has not) and leaves stopping it to the
+        caller. Without, starts its own client at on_train_begin (name: `name`, else the run name in
+        TrainingArguments; config: the TrainingArguments; `client_kwargs`: TelemetryClient's other arguments) and
         stops it at on_train_end with the last evaluation's metrics."""
         self.client = client
         self._owns = client is None
@@ -49,8 +50,9 @@ class TelemetryCallback(TrainerCallback):
                        **kwargs: Any) -> None:
         if self._owns and (self.client is None or self.client.status is not None):  # none yet, or a past train()'s
             name = self._name or getattr(args, "run_name", None) or "hf-trainer"
-            self.client = TelemetryClient(name=name, config=args, **self._client_kwargs).start()
+            self.client = TelemetryClient(name=name, config=args, **self._client_kwargs)
         assert self.client is not None
+        self.client.start()  # a no-op for a client already started
         self._epoch_index = 0
         self._train = self.client.begin("train", step=state.global_step, max_steps=state.max_steps)
 

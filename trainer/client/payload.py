@@ -110,7 +110,7 @@ def jsonable(value: Any, depth: int = 0) -> Any:
         if callable(convert):
             try:
                 return jsonable(convert(), depth + 1)
-            except Exception:  # noqa: BLE001 - a broken converter still leaves the object's text
+            except Exception:  # a broken converter still leaves the object's text
                 return str(value)
     if hasattr(value, "__dict__") and type(value).__module__ == "argparse":
         return jsonable(vars(value), depth + 1)

@@ -11,6 +11,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from trainer.client.channel import RunChannel
 from trainer.client.spool import SpoolContents, abandoned
@@ -39,7 +40,7 @@ def replay(transport: Transport, contents: SpoolContents, *, writer_gone: bool, 
     header = contents.header
     channel = RunChannel(transport, header["registration"], derive_id=bool(header.get("derive_id")))
     channel.register()
-    pending: list[dict] = []
+    pending: list[dict[str, Any]] = []
     for batch in contents.phases:
         pending.extend(batch)
         while len(pending) >= max_batch:

@@ -96,8 +96,8 @@ class Transport:
         return list(answer["phases"])
 
     def stop(self, run_id: str, status: str, end: float, metrics: dict[str, Scalar]) -> dict[str, Any]:
-        return self._request("POST", f"{self._run(run_id)}/stop", json={"status": status, "end": end, "metrics": metrics},
-                             timeout=STOP_TIMEOUT_S, run_path=True)
+        body = {"status": status, "end": end, "metrics": metrics}
+        return self._request("POST", f"{self._run(run_id)}/stop", json=body, timeout=STOP_TIMEOUT_S, run_path=True)
 
     def energy(self, run_id: str) -> dict[str, Any]:
         return self._request("GET", f"{self._run(run_id)}/energy", timeout=STOP_TIMEOUT_S, run_path=True)
