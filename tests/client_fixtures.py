@@ -65,9 +65,9 @@ def make_client(spool_dir: Path) -> Iterator[Callable[..., TelemetryClient]]:
         client.stop(timeout=0.0)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def shared_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProcess]:
-    """One daemon for a module's tests that neither kill it nor need it absent."""
+    """One daemon for the client tests that neither kill it nor need it absent (each uses runs of its own)."""
     daemon = DaemonProcess(tmp_path_factory.mktemp("shared-daemon")).start()
     yield daemon
     daemon.stop()

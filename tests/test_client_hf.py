@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
-from tests.client_fixtures import phases_of, run_of
+from tests.client_fixtures import phases_of, run_of, shared_daemon  # noqa: F401 - fixture
 from tests.daemon_proc import DaemonProcess
 
 torch = pytest.importorskip("torch")
@@ -34,11 +33,10 @@ def accuracy(pred: Any) -> dict[str, float]:
     return {"accuracy": float((np.argmax(pred.predictions, axis=-1) == pred.label_ids).mean())}
 
 
-def test_hf_trainer_steps_evaluations_and_saves_are_marked(daemon_factory: Callable[..., DaemonProcess],
-                                                           tmp_path: Path) -> None:
+def test_hf_trainer_steps_evaluations_and_saves_are_marked(shared_daemon: DaemonProcess, tmp_path: Path) -> None:
     from trainer.client.hf_callback import TelemetryCallback
 
-    daemon = daemon_factory()
+    daemon = shared_daemon
     config = transformers.BertConfig(vocab_size=64, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
                                      intermediate_size=32, max_position_embeddings=16, num_labels=2)
     torch.manual_seed(0)
