@@ -1,4 +1,4 @@
-"""Fixtures and helpers for the telemetry client's tests: clients with a private spool folder, quick batching."""
+"""Fixtures and functions for the telemetry client's tests: clients with a private spool folder, quick batching."""
 
 from __future__ import annotations
 
