@@ -1,0 +1,1 @@
+"""The training side of joulemeter: the telemetry client that marks phases, and the distillation trainer."""
