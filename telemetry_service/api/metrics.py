@@ -107,15 +107,18 @@ class DaemonCollector(Collector):
         return runs
 
     def _sampler(self) -> Iterator[Metric]:
-        stats = self.daemon.sampler.stats
-        yield CounterMetricFamily(f"{PREFIX}_sampler_ticks", "Sampling rounds since the daemon started",
-                                  value=stats.ticks)
-        yield CounterMetricFamily(f"{PREFIX}_sampler_missed_ticks", "Sampler ticks skipped because one overran",
-                                  value=stats.missed_ticks)
-        yield GaugeMetricFamily(f"{PREFIX}_sampler_worst_gap_seconds", "Longest time between two sampler ticks",
-                                value=stats.worst_gap_s)
+        stats, node = self.daemon.sampler.stats, [self.daemon.settings.node]
+        ticks = CounterMetricFamily(f"{PREFIX}_sampler_ticks", "Sampling rounds since the daemon started",
+                                    labels=["hostname"])
+        ticks.add_metric(node, stats.ticks)
+        missed = CounterMetricFamily(f"{PREFIX}_sampler_missed_ticks", "Sampler ticks skipped because one overran",
+                                     labels=["hostname"])
+        missed.add_metric(node, stats.missed_ticks)
+        gap = GaugeMetricFamily(f"{PREFIX}_sampler_worst_gap_seconds", "Longest time between two sampler ticks",
+                                labels=["hostname"])
+        gap.add_metric(node, stats.worst_gap_s)
         errors = CounterMetricFamily(f"{PREFIX}_sensor_errors", "Failed sensor reads since the daemon started",
-                                     labels=["sensor"])
+                                     labels=["hostname", "sensor"])
         for sensor, count in sorted(stats.sensor_errors.items()):
-            errors.add_metric([sensor], count)
-        yield errors
+            errors.add_metric([*node, sensor], count)
+        yield from (ticks, missed, gap, errors)
