@@ -152,3 +152,71 @@ def _ledger_has_run(tmp: Path) -> bool:
         return bool(_ledger(tmp, "SELECT 1 FROM runs WHERE run_id = '4242'"))
     except Exception:  # the daemon is still creating the schema
         return False
+
+
+PROLOG = ROOT / "deploy" / "slurm" / "prolog.sh"
+EPILOG = ROOT / "deploy" / "slurm" / "epilog.sh"
+
+
+def _hook(script: Path, job: str, env: dict[str, str]) -> str:
+    done = subprocess.run(["bash", str(script)], env={**env, "SLURM_JOB_ID": job}, capture_output=True, text=True,
+                          timeout=90)
+    assert done.returncode == 0, done.stdout + done.stderr  # a failing prolog or epilog would drain the node
+    return done.stdout + done.stderr
+
+
+def _hook_env(tmp: Path, port: int) -> dict[str, str]:
+    env = _job_env(tmp, port)
+    env.update({"JOULEMETER_LAUNCH": "direct", "JOULEMETER_RUN_DIR": str(tmp / "run"),
+                "JOULEMETER_LOG": str(tmp / "log" / "daemon.log"), "JOULEMETER_ENV_FILE": str(tmp / "none.env")})
+    return env
+
+
+def test_prolog_and_epilog_keep_one_daemon_while_jobs_run(tmp_path: Path) -> None:
+    port = free_port()
+    env = _hook_env(tmp_path, port)
+    _hook(PROLOG, "1", env)
+    assert _answers(port)
+    pid = (tmp_path / "run" / "started").read_text().strip()
+    _hook(PROLOG, "2", env)  # a second job on the node: the same daemon
+    assert (tmp_path / "run" / "started").read_text().strip() == pid
+    _hook(EPILOG, "1", env)
+    assert _answers(port), "the daemon stopped while job 2 still runs"
+    _hook(EPILOG, "2", env)
+    assert not _answers(port) and not (tmp_path / "run" / "started").exists()
+    with pytest.raises(ProcessLookupError):
+        os.kill(int(pid), 0)
+    sessions = _ledger(tmp_path, "SELECT stopped_at FROM sampler_sessions")
+    assert len(sessions) == 1 and sessions[0][0] is not None, "stopped without a flush"
+
+
+def test_prolog_and_epilog_leave_a_daemon_they_did_not_start(tmp_path: Path, daemon_factory) -> None:
+    port = free_port()
+    node_daemon = daemon_factory(port=port, db=f"sqlite:///{tmp_path / 'node-wide.db'}")
+    env = _hook_env(tmp_path, port)
+    _hook(PROLOG, "7", env)
+    assert not (tmp_path / "run" / "started").exists()
+    _hook(EPILOG, "7", env)
+    assert node_daemon.proc is not None and node_daemon.proc.poll() is None
+    assert not (tmp_path / "ledger.db").exists()
+
+
+def test_array_example_gives_each_task_its_own_command_and_run_id(tmp_path: Path) -> None:
+    probe = tmp_path / "probe.sh"
+    probe.write_text('echo "cmd=$TRAIN_CMD"\n')
+    env = {"PATH": PATH, "SLURM_ARRAY_JOB_ID": "4297", "SLURM_ARRAY_TASK_ID": "3", "SLURM_JOB_ID": "4300",
+           "JOULEMETER_TEMPLATE": str(probe)}
+    done = subprocess.run(["bash", str(ROOT / "deploy" / "slurm" / "joulemeter-array.sbatch")], env=env,
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "cmd=python -m trainer distill --lr 2e-4 --seed 0"
+
+
+@pytest.mark.parametrize("script", sorted((ROOT / "deploy").rglob("*.sh")) + sorted((ROOT / "deploy").rglob("*.sbatch")),
+                         ids=lambda p: p.name)
+def test_shell_scripts_parse(script: Path) -> None:
+    done = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    if script.suffix == ".sbatch" or script.name in {"prolog.sh", "epilog.sh"}:
+        assert os.access(script, os.X_OK), f"{script.name} is not executable"
+        assert script.read_text().startswith("#!/bin/bash\n")
