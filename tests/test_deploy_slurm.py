@@ -91,7 +91,7 @@ def test_template_starts_a_daemon_runs_the_trainer_and_stops_it_flushed(tmp_path
     assert list(logs.glob("daemon-*.log")), list(logs.iterdir())
     summary = json.loads((logs / "run.json").read_text())
     assert summary["id"] == "4242" and summary["status"] == "completed"
-    assert summary["totals"]["by_device"]["slurm-node/simgpu0"] == pytest.approx(WATTS * summary["duration_s"], rel=0.02)
+    assert summary["totals"]["by_device"]["slurm-node/simgpu0"] == pytest.approx(WATTS * summary["duration_s"], rel=0.05)
 
     # What the daemon wrote before it exited: the run, both phases, and samples past the run's end.
     (run_pk, ended_at), = _ledger(tmp_path, "SELECT id, ended_at FROM runs WHERE run_id = '4242'")
