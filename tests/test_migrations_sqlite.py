@@ -12,6 +12,8 @@ from sqlalchemy import create_engine, inspect, text
 
 from telemetry_service.store.db import LedgerError, make_engine, open_ledger
 from telemetry_service.store.migrate import BASELINE, BASELINE_TABLES, alembic_config, head_revision
+from telemetry_service.report import run_energy
+from telemetry_service.runs import get_run
 from telemetry_service.store.models import Base
 from tests.ledger_history import RUN_ID, check_energy, ledger_at, ledger_before_migrations, row_counts
 
@@ -38,8 +40,16 @@ def test_the_revisions_form_one_chain_from_the_baseline() -> None:
     assert REVISIONS[-1] == BASELINE
 
 
+def _energy_after_opening(url: str) -> None:
+    """Opens the ledger as the daemon does (which upgrades it) and answers the old run's energy from it."""
+    engine, sessions = open_ledger(url)
+    with sessions() as session:
+        check_energy(run_energy(session, get_run(session, RUN_ID)))
+    engine.dispose()
+
+
 @pytest.mark.parametrize("revision", REVISIONS)
-def test_upgrade_from_each_revision_keeps_the_data(tmp_path: Path, revision: str, daemon_factory) -> None:
+def test_upgrade_from_each_revision_keeps_the_data(tmp_path: Path, revision: str) -> None:
     url = _url(tmp_path)
     engine = make_engine(url)
     ledger_at(engine, revision)
@@ -47,22 +57,18 @@ def test_upgrade_from_each_revision_keeps_the_data(tmp_path: Path, revision: str
         before = row_counts(conn)
     engine.dispose()
 
-    d = daemon_factory(db=url)  # the daemon upgrades the ledger as it starts
-    with d.client() as c:
-        check_energy(c.get(f"/api/v1/runs/{RUN_ID}/energy").json())
-    d.stop()
+    _energy_after_opening(url)
 
     engine = make_engine(url)
     with engine.connect() as conn:
         after = row_counts(conn)
         assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == head_revision()
     engine.dispose()
-    for table, n in before.items():
-        assert after[table] >= n, (table, n, after[table])
-    assert after["phases"] == before["phases"] and after["runs"] == before["runs"]
+    assert after == before
 
 
 def test_ledger_from_before_migrations_is_stamped_not_recreated(tmp_path: Path, daemon_factory) -> None:
+    """The daemon itself, as a process, starts on such a ledger (the PostgreSQL tests do the same there)."""
     url = _url(tmp_path)
     engine = make_engine(url)
     ledger_before_migrations(engine)
