@@ -101,7 +101,8 @@ def postgres_server() -> Iterator[PostgresServer]:
     log = root / "server.log"
 
     def run(*cmd: str) -> None:
-        done = subprocess.run([*prefix, *cmd], capture_output=True, text=True, timeout=120)
+        # cwd: the server's user may not be allowed into ours (a checkout under /root, say), and initdb minds.
+        done = subprocess.run([*prefix, *cmd], capture_output=True, text=True, timeout=120, cwd=root)
         if done.returncode != 0:
             server_log = log.read_text(errors="replace") if log.exists() else ""
             raise RuntimeError(f"{' '.join(cmd)} failed ({done.returncode}):\n{done.stdout}{done.stderr}{server_log}")
@@ -126,5 +127,5 @@ def postgres_server() -> Iterator[PostgresServer]:
     finally:
         if (data / "postmaster.pid").exists():
             subprocess.run([*prefix, str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"],
-                           capture_output=True, timeout=60)
+                           capture_output=True, timeout=60, cwd=root)
         shutil.rmtree(root, ignore_errors=True)

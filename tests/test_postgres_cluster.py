@@ -161,3 +161,13 @@ def test_upgrade_keeps_the_data(tmp_path: Path, pg_db: str, history: str) -> Non
     engine.dispose()
     assert after["runs"] == before["runs"] and after["phases"] == before["phases"]
     assert after["samples"] > before["samples"] and after["nodes"] == before["nodes"] + 1 and newest == 2
+
+
+def test_without_server_binaries_the_tests_fail_and_say_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    import tests.pg_server as pg_server
+
+    monkeypatch.delenv("JOULEMETER_TEST_PG_URL", raising=False)
+    monkeypatch.setattr(pg_server, "find_bindir", lambda: None)
+    with pytest.raises(RuntimeError, match=r"apt-get install postgresql"):
+        with pg_server.postgres_server():
+            pass
