@@ -220,3 +220,40 @@ def test_shell_scripts_parse(script: Path) -> None:
     if script.suffix == ".sbatch" or script.name in {"prolog.sh", "epilog.sh"}:
         assert os.access(script, os.X_OK), f"{script.name} is not executable"
         assert script.read_text().startswith("#!/bin/bash\n")
+
+
+FAKE_SRUN = """#!/bin/bash
+# Stands in for srun on a one-node allocation: records its arguments, then runs the task here.
+printf '%q ' "$@" >> "$FAKE_SRUN_LOG"; echo >> "$FAKE_SRUN_LOG"
+while [[ $# -gt 0 && $1 == --* ]]; do shift; done
+exec "$@"
+"""
+
+
+def test_with_srun_the_daemon_and_the_trainer_run_as_steps(tmp_path: Path) -> None:
+    """The srun path's plumbing (functions shipped to the node's shell, the variables they need, stopping the
+    daemon step), with a stand-in srun that runs each step's single task on this machine."""
+    port = free_port()
+    env = _job_env(tmp_path, port, seconds=0.5)
+    fake = tmp_path / "bin" / "srun"
+    fake.parent.mkdir()
+    fake.write_text(FAKE_SRUN)
+    fake.chmod(0o755)
+    env.update({"PATH": f"{fake.parent}:{env['PATH']}", "FAKE_SRUN_LOG": str(tmp_path / "srun.log")})
+    done = _run_template(env, tmp_path)
+    out = done.stdout + done.stderr
+    assert done.returncode == 0, out
+    assert "starting a daemon for this job" in out and "trained 4242" in out
+    assert not _answers(port)
+    steps = (tmp_path / "srun.log").read_text().splitlines()
+    assert len(steps) == 3, steps
+    # the daemon step runs in the background, so it may log after the wait step
+    (daemon_step,) = [s for s in steps if "--job-name=joulemeter-daemon " in s]
+    (wait_step,) = [s for s in steps if "--job-name=joulemeter-wait " in s]
+    (train_step,) = [s for s in steps if s.startswith("bash -c ")]
+    for step in (daemon_step, wait_step):
+        assert step.startswith("--overlap --nodes=1 --ntasks-per-node=1 "), step
+    assert daemon_step.rstrip().endswith("; jm_node_daemon'") and wait_step.rstrip().endswith("; jm_node_wait'")
+    assert "train.py" in train_step
+    sessions = _ledger(tmp_path, "SELECT stopped_at FROM sampler_sessions")
+    assert len(sessions) == 1 and sessions[0][0] is not None, "the daemon step was not stopped cleanly"
