@@ -41,6 +41,10 @@ def _parser() -> argparse.ArgumentParser:
                        help="JSON description of simulated GPUs and the power traces they play")
     serve.add_argument("--cpu-tdp-w", type=float, help="CPU TDP for the estimate used where RAPL is unreadable")
     serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    migrate = sub.add_parser("migrate", help="bring the ledger's schema to this version and exit (serve does this "
+                                             "too as it starts; on a shared ledger, run it once before restarting "
+                                             "the daemons)")
+    migrate.add_argument("--db", help="SQLAlchemy URL of the ledger (default as for serve; env TELEMETRY_DB)")
     return parser
 
 
@@ -120,6 +124,23 @@ def serve(settings: Settings) -> int:
     return 0
 
 
+def migrate(settings: Settings) -> int:
+    from telemetry_service.store.db import open_ledger
+    from telemetry_service.store.migrate import current_revision
+
+    with _ledger_lock(settings.db):
+        try:
+            engine, _ = open_ledger(settings.db)
+        except LedgerError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        with engine.connect() as conn:
+            revision = current_revision(conn)
+        print(f"{engine.url.render_as_string(hide_password=True)}: schema revision {revision}")
+        engine.dispose()
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -130,4 +151,6 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.command == "serve":
         return serve(settings)
+    if args.command == "migrate":
+        return migrate(settings)
     return 2

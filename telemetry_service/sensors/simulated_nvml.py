@@ -122,6 +122,8 @@ def _gpu_from_spec(spec: dict[str, Any], index: int) -> SimulatedGpu:
         power_mode=spec.get("power", "instant"),
         resets=tuple(float(t) for t in spec.get("resets", ())),
         failures=tuple((float(a), float(b)) for a, b in spec.get("failures", ())),
+        # Fixed in the file, the counter runs on across daemon restarts as a real driver's does.
+        **({"driver_loaded_at": float(spec["driver_loaded_at"])} if "driver_loaded_at" in spec else {}),
     )
 
 

@@ -9,7 +9,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DatabaseError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from telemetry_service.store.models import Base
+from telemetry_service.store.migrate import MigrationError, upgrade_to_head
 
 
 class LedgerError(RuntimeError):
@@ -40,7 +40,8 @@ def make_engine(url: str) -> Engine:
 
 
 def open_ledger(url: str) -> tuple[Engine, sessionmaker[Session]]:
-    """Connects, checks an existing SQLite file is sound, and creates the schema where it is missing."""
+    """Connects, checks an existing SQLite file is sound, and migrates the schema to this version (creating it
+    in an empty database)."""
     engine = make_engine(url)
     try:
         with engine.connect() as conn:
@@ -49,7 +50,10 @@ def open_ledger(url: str) -> tuple[Engine, sessionmaker[Session]]:
                 if result != "ok":
                     raise LedgerError(f"the ledger {engine.url.database} is damaged ({result}); "
                                       "restore it from a backup or point --db elsewhere")
-        Base.metadata.create_all(engine)
+        upgrade_to_head(engine)
+    except MigrationError as exc:
+        engine.dispose()
+        raise LedgerError(f"cannot use the ledger {engine.url.render_as_string(hide_password=True)}: {exc}") from exc
     except LedgerError:
         engine.dispose()
         raise

@@ -1,0 +1,124 @@
+"""Schema migrations on SQLite: the migrations equal the models, and every upgrade path keeps the data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import create_engine, inspect, text
+
+from telemetry_service.store.db import LedgerError, make_engine, open_ledger
+from telemetry_service.store.migrate import BASELINE, BASELINE_TABLES, alembic_config, head_revision
+from telemetry_service.report import run_energy
+from telemetry_service.runs import get_run
+from telemetry_service.store.models import Base
+from tests.ledger_history import RUN_ID, check_energy, ledger_at, ledger_before_migrations, row_counts
+
+REVISIONS = [s.revision for s in ScriptDirectory.from_config(alembic_config()).walk_revisions()]
+
+
+def _url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'ledger.db'}"
+
+
+def test_models_and_migrations_agree(tmp_path: Path) -> None:
+    """A model changed without a migration fails here (what `alembic check` reports)."""
+    engine, _ = open_ledger(_url(tmp_path))
+    with engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), Base.metadata)
+        assert diff == [], f"models and migrations differ; add a revision (alembic revision --autogenerate): {diff}"
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == head_revision()
+    engine.dispose()
+
+
+def test_the_revisions_form_one_chain_from_the_baseline() -> None:
+    scripts = ScriptDirectory.from_config(alembic_config())
+    assert len(scripts.get_heads()) == 1, "two heads: merge them with `alembic merge`"
+    assert REVISIONS[-1] == BASELINE
+
+
+def _energy_after_opening(url: str) -> None:
+    """Opens the ledger as the daemon does (which upgrades it) and answers the old run's energy from it."""
+    engine, sessions = open_ledger(url)
+    with sessions() as session:
+        check_energy(run_energy(session, get_run(session, RUN_ID)))
+    engine.dispose()
+
+
+@pytest.mark.parametrize("revision", REVISIONS)
+def test_upgrade_from_each_revision_keeps_the_data(tmp_path: Path, revision: str) -> None:
+    url = _url(tmp_path)
+    engine = make_engine(url)
+    ledger_at(engine, revision)
+    with engine.connect() as conn:
+        before = row_counts(conn)
+    engine.dispose()
+
+    _energy_after_opening(url)
+
+    engine = make_engine(url)
+    with engine.connect() as conn:
+        after = row_counts(conn)
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == head_revision()
+    engine.dispose()
+    assert after == before
+
+
+def test_ledger_from_before_migrations_is_stamped_not_recreated(tmp_path: Path, daemon_factory) -> None:
+    """The daemon itself, as a process, starts on such a ledger (the PostgreSQL tests do the same there)."""
+    url = _url(tmp_path)
+    engine = make_engine(url)
+    ledger_before_migrations(engine)
+    with engine.connect() as conn:
+        assert "alembic_version" not in inspect(conn).get_table_names()
+        before = row_counts(conn)
+    engine.dispose()
+
+    d = daemon_factory(db=url)
+    with d.client() as c:
+        check_energy(c.get(f"/api/v1/runs/{RUN_ID}/energy").json())
+
+    engine = make_engine(url)
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == head_revision()
+        after = row_counts(conn)
+    engine.dispose()
+    assert after["samples"] >= before["samples"] and after["phases"] == before["phases"]
+
+
+def test_a_database_with_part_of_a_ledger_is_refused_and_left_alone(tmp_path: Path) -> None:
+    path = tmp_path / "other.db"
+    other = create_engine(f"sqlite:///{path}")
+    with other.begin() as conn:
+        conn.execute(text("CREATE TABLE runs (id INTEGER PRIMARY KEY, note TEXT)"))
+        conn.execute(text("INSERT INTO runs (note) VALUES ('not ours')"))
+    other.dispose()
+    with pytest.raises(LedgerError, match="not a ledger this daemon wrote"):
+        open_ledger(f"sqlite:///{path}")
+    other = create_engine(f"sqlite:///{path}")
+    with other.connect() as conn:
+        assert set(inspect(conn).get_table_names()) == {"runs"}
+        assert conn.execute(text("SELECT note FROM runs")).scalar_one() == "not ours"
+    other.dispose()
+    assert "runs" in BASELINE_TABLES
+
+
+def test_a_ledger_from_a_newer_version_is_refused(tmp_path: Path) -> None:
+    url = _url(tmp_path)
+    engine, _ = open_ledger(url)
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = 'f00dcafe'"))
+    engine.dispose()
+    with pytest.raises(LedgerError, match="newer than this daemon knows"):
+        open_ledger(url)
+
+
+def test_a_damaged_file_gets_a_clear_error_not_a_new_ledger(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.db"
+    path.write_bytes(b"SQLite format 3\x00" + b"\xff" * 4096)
+    with pytest.raises(LedgerError):
+        open_ledger(f"sqlite:///{path}")
+    assert path.read_bytes()[16:32] == b"\xff" * 16
