@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH_VERSION ?= 2.13.0
 
-.PHONY: setup demo serve test bench clean
+.PHONY: setup system-deps demo serve test bench clean
 
 setup: $(VENV)/.installed
 
@@ -22,7 +22,10 @@ demo: setup
 serve: setup
 	$(PY) -m telemetry_service serve
 
-test: setup
+system-deps:
+	scripts/system-deps.sh
+
+test: setup system-deps
 	$(PY) -m pytest -q
 
 bench: setup

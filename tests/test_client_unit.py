@@ -185,3 +185,13 @@ def test_offline_client_spools_and_markers_after_stop_go_nowhere(make_client: Ca
     assert tc.spool_path is not None and tc.spool_path.exists()
     with pytest.raises(ValueError):
         TelemetryClient("x", run_id="has space")
+
+
+def test_run_id_from_the_job_script_wins_over_slurm(monkeypatch: pytest.MonkeyPatch,
+                                                    make_client: Callable[..., TelemetryClient], offline_url: str) -> None:
+    monkeypatch.setenv("SLURM_JOB_ID", "777")
+    monkeypatch.setenv("TELEMETRY_RUN_ID", "777_3")
+    assert make_client(url=offline_url).run_id == "777_3"
+    monkeypatch.delenv("TELEMETRY_RUN_ID")
+    assert make_client(url=offline_url).run_id == "777"
+    assert make_client(url=offline_url, run_id="given").run_id == "given"

@@ -11,8 +11,8 @@ from telemetry_service.sensors.counter_clock import (
     Edge,
     Grid,
     LastStamp,
-    grid_from_burst,
-    refine_grid,
+    fit_grid,
+    index_edges,
     stamp_read,
 )
 
@@ -66,7 +66,7 @@ def test_refining_drives_the_period_error_down_and_stamps_stay_on_the_grid():
     assert clock.next_refine_delay() == pytest.approx(5.0)
     for k in range(50):
         t = fc.t + k * 0.0731
-        stamped, how = clock.stamp(t, t + 1e-5, float(k))
+        stamped, how = clock.stamp(t, t + 1e-5, float(math.floor((t - fc.phase) / fc.period)))
         assert how == "grid"
         assert abs(stamped - fc.last_update(t)) < 0.0015
 
@@ -101,11 +101,68 @@ def test_a_read_stretched_across_an_update_is_resolved_by_the_previous_value():
     assert stamp_read(g, *stretched, 8.0, same, 0.1)[0] == pytest.approx(10.0031)  # a new one: the later update
     stale = LastStamp(value=6.0, stamp=9.8031, read_start=9.85)
     assert stamp_read(g, *stretched, 8.0, stale, 0.1)[0] == pytest.approx(9.9031)
+    # Two reads a period or more apart, then a stretched one: the counter's rate (10 per 0.1 s) decides.
+    steady = LastStamp(value=60.0, stamp=9.8031, read_start=9.85, rate=100.0)
+    assert stamp_read(g, *stretched, 70.0, steady, 0.1)[0] == pytest.approx(9.9031)
+    assert stamp_read(g, *stretched, 80.0, steady, 0.1)[0] == pytest.approx(10.0031)
 
 
-def test_refine_grid_rejects_an_edge_off_the_grid():
-    g = grid_from_burst([Edge(0.0995, 0.1005), Edge(0.1995, 0.2005)])
-    assert g is not None and g.period == pytest.approx(0.1)
-    assert refine_grid(g, 0.1, 1, Edge(1.2495, 1.2505), window=0.004) is None
-    refined = refine_grid(g, 0.1, 1, Edge(1.1997, 1.2007), window=0.004)
-    assert refined is not None and refined[1] == 11
+def test_fit_grid_weighs_sharp_edges_over_blurred_ones():
+    true = lambda k: 5.0371 + 0.1002 * k  # noqa: E731
+    sharp = [(k, Edge(true(k) - 0.0005, true(k) + 0.0005)) for k in (0, 1, 7, 30)]
+    blurred = [(k, Edge(true(k) - 0.003, true(k) + 0.017)) for k in (2, 3)]  # seen through a stall, off-centre
+    g = fit_grid(sharp + blurred)
+    assert g is not None
+    assert g.period == pytest.approx(0.1002, abs=5e-5)
+    assert g.anchor == pytest.approx(true(30), abs=0.001)
+    assert fit_grid(sharp[:1]) is None
+
+
+def test_edges_of_a_burst_are_numbered_across_a_skipped_update():
+    edges = [Edge(0.0995, 0.1005), Edge(0.2995, 0.3005), Edge(0.3995, 0.4005)]  # the update at 0.2 went unseen
+    assert [k for k, _ in index_edges(edges, 0.1)] == [0, 2, 3]
+
+
+class StallingCounter(FakeCounter):
+    """A busy machine: every sleep overshoots by up to `stall` seconds."""
+
+    def __init__(self, stall: float, seed: int = 0, **kw) -> None:
+        super().__init__(**kw)
+        self.stall = stall
+        self.rng = __import__("random").Random(seed)
+
+    def sleep(self, s: float) -> None:
+        self.t += max(s, 0.0) + self.rng.uniform(0.0, self.stall)
+
+
+def test_a_busy_machine_still_gets_a_lock_and_good_stamps():
+    fc = StallingCounter(stall=0.012, period=0.1001, seed=4)
+    clock = _clock(fc)
+    for _ in range(400):
+        fc.sleep(clock.next_refine_delay())
+        clock.refine_once()
+    assert clock.grid is not None
+    errors = []
+    for _ in range(200):  # as the sampler reads: clear of a predicted update, then the counter
+        fc.sleep(0.0731)
+        clock.wait_clear_of_update()
+        t0 = fc.now()
+        value = fc.read()
+        stamped, how = clock.stamp(t0, fc.now(), value)
+        assert how == "grid"
+        errors.append(abs(stamped - fc.last_update(t0)))
+    assert max(errors) < 0.004
+
+
+def test_a_read_due_just_before_an_update_waits_for_it():
+    fc = FakeCounter()
+    clock = _clock(fc)
+    clock.acquire()
+    g = clock.grid
+    assert g is not None
+    fc.t = g.anchor + 10 * g.period - 0.001  # 1 ms before an update
+    clock.wait_clear_of_update()
+    assert fc.t > g.anchor + 10 * g.period
+    fc.t = g.anchor + 10 * g.period + 0.05  # well clear: no wait
+    clock.wait_clear_of_update()
+    assert fc.t == g.anchor + 10 * g.period + 0.05

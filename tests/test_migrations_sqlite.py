@@ -64,7 +64,7 @@ def test_upgrade_from_each_revision_keeps_the_data(tmp_path: Path, revision: str
         after = row_counts(conn)
         assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == head_revision()
     engine.dispose()
-    assert after == before
+    assert {table: after.get(table) for table in before} == before  # later revisions may add tables, never lose rows
 
 
 def test_ledger_from_before_migrations_is_stamped_not_recreated(tmp_path: Path, daemon_factory) -> None:

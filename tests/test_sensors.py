@@ -128,3 +128,14 @@ def test_a_gpu_that_fails_mid_run_is_skipped_and_comes_back(daemon_factory):
     assert len(gpu_gaps) == 1 and gpu_gaps[0]["duration_s"] == pytest.approx(1.5, abs=0.3)
     assert gpu_gaps[0]["energy"].startswith("exact")
     assert not [g for g in energy["gaps"] if g["device"] == f"{node}/cpu0"]  # the other sensors went on
+
+
+def test_a_gpu_lost_at_start_is_left_out_and_the_others_measured(daemon_factory):
+    now = time.time()
+    trace = {"steps": [[1.0, 100.0]], "anchor": 0.0}
+    d = daemon_factory(trace={"gpus": [{"trace": trace, "failures": [[now - 10, now + 3600]]}, {"trace": trace}]})
+    with d.client() as c:
+        health = c.get("/healthz").json()
+        keys = [x["key"] for x in c.get("/api/v1/devices").json() if x["kind"] == "gpu"]
+    assert "unreadable GPU 0" in health["sensors"]["simulated"]
+    assert keys == ["simgpu1"]

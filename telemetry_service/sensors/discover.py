@@ -33,14 +33,16 @@ def discover(cpu_tdp_w: float, rapl_root: Path, simulate_gpus: int = 0, simulate
     if nvml.available:
         sensors.append(nvml)
         gpu_sensor = nvml if nvml.gpus else None
-        status["nvml"] = f"ok: {len(nvml.gpus)} GPU(s), driver {nvml.driver_version}"
+        status["nvml"] = f"ok: {len(nvml.gpus)} GPU(s), driver {nvml.driver_version}" + \
+            "".join(f"; unreadable {u}" for u in nvml.unreadable)
     else:
         status["nvml"] = f"no NVIDIA GPUs: {nvml.error}"
     if simulate_gpus or simulate_trace is not None:
         sim = NvmlSensor(SimulatedNvml(load_gpus(simulate_gpus, simulate_trace)), source="simulated", key_prefix="simgpu")
         sensors.append(sim)
         gpu_sensor = gpu_sensor or sim
-        status["simulated"] = f"{len(sim.gpus)} simulated GPU(s): their figures are not measurements"
+        status["simulated"] = f"{len(sim.gpus)} simulated GPU(s): their figures are not measurements" + \
+            "".join(f"; unreadable {u}" for u in sim.unreadable)
     rapl = RaplSensor(rapl_root)
     if rapl.available:
         sensors.append(rapl)

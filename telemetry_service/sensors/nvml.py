@@ -82,6 +82,8 @@ class _Gpu:
         nvml, h = self.nvml, self.handle
         reading = Reading(key=self.info.key, t=time.time())
         if self.has_counter:
+            if self.clock is not None:
+                self.clock.wait_clear_of_update()
             t0 = time.time()
             mj = self._counter_mj()
             t1 = time.time()
@@ -129,6 +131,7 @@ class NvmlSensor:
         self.source: Source = source
         self.gpus: list[_Gpu] = []
         self.error: str | None = None
+        self.unreadable: list[str] = []
         self.driver_version: str | None = None
         try:
             self.nvml.nvmlInit()
@@ -137,7 +140,11 @@ class NvmlSensor:
             return
         self.driver_version = _text(self._driver())
         for i in range(self.nvml.nvmlDeviceGetCount()):
-            self.gpus.append(_Gpu(self.nvml, i, source, track_counter, key_prefix))
+            try:
+                self.gpus.append(_Gpu(self.nvml, i, source, track_counter, key_prefix))
+            except pynvml.NVMLError as exc:  # one lost GPU must not keep the others unmeasured
+                self.unreadable.append(f"GPU {i}: {exc}")
+                log.warning("GPU %d cannot be read and is left out: %s", i, exc)
         for gpu in self.gpus:
             if gpu.clock is not None:
                 gpu.clock.start()

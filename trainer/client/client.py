@@ -61,7 +61,7 @@ class TelemetryClient(Recorder):
                  handle_sigterm: bool = True) -> None:
         """
         name: what the run is (shown in the dashboard). run_id: shared by every rank and node of one job; default
-        the Slurm job (`<array job>_<task>` for array tasks) or torchrun id, else a fresh one. config: the run's
+        TELEMETRY_RUN_ID, else the Slurm job (`<array job>_<task>` for array tasks) or torchrun id, else a fresh one. config: the run's
         hyper-parameters (any JSON-like object, dataclass or HF TrainingArguments). url: the daemon (default
         TELEMETRY_URL, else http://127.0.0.1:8765). tags: extra run tags, beside the Slurm ones found.
         sync_cuda: synchronise the GPU before each timestamp when the program uses CUDA. spool_dir: where markers
@@ -74,6 +74,8 @@ class TelemetryClient(Recorder):
         limit) into SystemExit, so the run is stopped as failed and its markers flushed.
         """
         super().__init__(sync_cuda=sync_cuda, max_batch=max_batch)
+        # A job script that names the run (the Slurm template does) is as explicit as the argument.
+        run_id = run_id or os.environ.get("TELEMETRY_RUN_ID") or None
         if run_id is not None and not RUN_ID.match(run_id):
             raise ValueError(f"run_id {run_id!r}: use 1 to 255 letters, digits and _ . : @ + -")
         if flush_interval <= 0 or spool_after < 0:
