@@ -160,7 +160,7 @@ export class PowerChart {
     opts.bands = [{ series: [2, 3], fill }];
     opts.scales.y = { range: (u, min, max) => [0, max > 0 ? max * 1.1 : 1] };
     opts.axes = [
-      { font: AXIS_FONT, stroke: AXIS_STROKE, grid: GRID, ticks: TICKS, size: 30, values: timeLabels },
+      { font: AXIS_FONT, stroke: AXIS_STROKE, grid: GRID, ticks: TICKS, size: 30, space: 90, values: timeLabels },
       { font: AXIS_FONT, stroke: AXIS_STROKE, grid: GRID, ticks: TICKS, size: AXIS_SIZE,
         values: (u, vals) => vals.map((v) => `${+v.toPrecision(4)} ${unit}`) },
     ];

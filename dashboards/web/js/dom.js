@@ -107,8 +107,11 @@ export function loading(text = "Loading…") {
   return h("div", { class: "loading", dataset: { state: "loading" } }, h("span", { class: "spinner" }), text);
 }
 
-/** Repeats `fn` every `ms` while the view is mounted; returns a stop function. Waits for each call to finish. */
-export function every(ms, fn) {
+/**
+ * Repeats `fn` every `ms` (a number, or a function read after each call) until the returned stop function is
+ * called; each call finishes before the next is scheduled. With `immediate`, the first call is made at once.
+ */
+export function every(ms, fn, { immediate = false } = {}) {
   let stopped = false;
   let timer = null;
   const tick = async () => {
@@ -120,7 +123,7 @@ export function every(ms, fn) {
     }
     if (!stopped) timer = setTimeout(tick, typeof ms === "function" ? ms() : ms);
   };
-  timer = setTimeout(tick, typeof ms === "function" ? ms() : ms);
+  timer = setTimeout(tick, immediate ? 0 : typeof ms === "function" ? ms() : ms);
   return () => {
     stopped = true;
     clearTimeout(timer);

@@ -162,8 +162,7 @@ export function mount(el, { query, replaceQuery }) {
   statusSelect.addEventListener("change", onFilter);
 
   updateCompare();
-  refresh();
-  const stop = every(() => (state.anyRunning ? LIVE_MS : IDLE_MS), refresh);
+  const stop = every(() => (state.anyRunning ? LIVE_MS : IDLE_MS), refresh, { immediate: true });
   return () => {
     stop();
     clearTimeout(debounce);
