@@ -59,7 +59,8 @@ def load_series(session: Session, device_pk: int, t0: float, t1: float) -> Devic
                             .order_by(Sample.t)).all()
     counter = session.execute(select(Sample.energy_t, Sample.energy_j).where(*window, Sample.energy_t.is_not(None))
                               .order_by(Sample.t)).all()
-    return DeviceSeries.of(power=power, counter=counter)
+    # Plain tuples: numpy probing each Row for array protocols costs seconds on an hour of samples.
+    return DeviceSeries.of(power=[tuple(r) for r in power], counter=[tuple(r) for r in counter])
 
 
 def shared_devices(session: Session, run: Run, devices: list[RunDevice], now: float) -> dict[str, list[str]]:
