@@ -212,3 +212,21 @@ def test_a_401_opens_the_token_prompt_and_the_token_is_sent_from_then_on(page: P
     expect(page.locator(".runs-table tbody tr")).to_have_count(2)
     assert page.evaluate("localStorage.getItem('joulemeter.token')") == "s3cret"
     assert seen[0] is None and "Bearer s3cret" in seen
+
+
+def test_samples_fields_narrow_the_columns_without_changing_them(seeded: SeededLedger) -> None:
+    """The charts ask only for power; what they get is what the full answer holds, bucketed the same way."""
+    device = f"{seeded.node}/simgpu0"
+    for max_points in (5, 2000):  # bucketed in the database, and raw
+        full = api(seeded, f"runs/teacher-1/samples?device={device}&max_points={max_points}")
+        narrow = api(seeded, f"runs/teacher-1/samples?device={device}&max_points={max_points}"
+                             "&fields=power_w,power_min_w,power_max_w")
+        columns = {"t", "power_w", "power_min_w", "power_max_w"}
+        assert set(narrow) - set(full) == set() and columns <= set(narrow)
+        assert not ({"energy_j", "util_pct", "temp_c"} & set(narrow))
+        for c in columns:
+            assert narrow[c] == full[c]
+        assert narrow["points"] == full["points"] and narrow["stored_points"] == full["stored_points"]
+    assert full["points"] > 5 and narrow["points"] == len(narrow["t"])
+    bad = httpx.get(f"{seeded.daemon.url}/api/v1/runs/teacher-1/samples", params={"device": device, "fields": "power_w,volts"})
+    assert bad.status_code == 422 and "volts" in bad.json()["detail"]

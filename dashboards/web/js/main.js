@@ -84,9 +84,12 @@ async function checkHealth() {
   }
 }
 
+let wasDown = false;
 onConnection((ok) => {
   showConnection(ok);
-  if (ok) {
+  if (!ok) wasDown = true;
+  else if (wasDown) {
+    wasDown = false;
     checkHealth();
     // A view that failed because the daemon was away loads again when it is back.
     if (view.querySelector("[data-state='error'][data-unreachable]")) route();

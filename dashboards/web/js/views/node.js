@@ -132,7 +132,7 @@ export function mount(el) {
     const now = Date.now() / 1000;
     await Promise.all(devices.filter((d) => d.kind !== "host").map(async (d) => {
       const res = await apiGet(`devices/${encodeURIComponent(d.node)}/${encodeURIComponent(d.key)}/samples`,
-        { start: now - SPARK_S, end: now, max_points: SPARK_S }, ctl.signal);
+        { start: now - SPARK_S, end: now, max_points: SPARK_S, fields: "power_w" }, ctl.signal);
       const el_ = sparks.get(d.id);
       const next = sparkline(res.t, res.power_w, KIND_COLOR[d.kind] || "#334155");
       if (el_ && el_.isConnected) el_.replaceWith(next);

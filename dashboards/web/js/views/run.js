@@ -17,6 +17,7 @@ const ENERGY_MS = 4000;
 const PHASE_LIMIT = 20000;
 const LIVE_POINT_CAP = 8000; // past this many points a live chart is re-read downsampled
 const MIN_ZOOM_S = 0.2;
+const CHART_FIELDS = "power_w,power_min_w,power_max_w";
 
 const METHOD_NOTES = [
   ["counter", "difference of the device's hardware energy counter, interpolated at the phase boundaries on the counter's own update instants"],
@@ -185,13 +186,14 @@ export function mount(el, { id }) {
     for (const [did, c] of charts) fillChartHead(did, c);
   }
 
+  // About one bucket per device pixel of the plot: each carries its min and max, so no spike is lost.
   function maxPoints() {
-    const w = ui.devices.clientWidth || 1000;
-    return Math.min(4000, Math.max(300, Math.round(w * 1.5)));
+    const w = (ui.devices.clientWidth || 1000) * (window.devicePixelRatio || 1);
+    return Math.min(4000, Math.max(300, Math.round(w)));
   }
 
   async function fetchSamples(did, params) {
-    return apiGet(`runs/${encodeURIComponent(id)}/samples`, { device: did, ...params }, ctl.signal);
+    return apiGet(`runs/${encodeURIComponent(id)}/samples`, { device: did, fields: CHART_FIELDS, ...params }, ctl.signal);
   }
 
   async function buildCharts() {
