@@ -230,3 +230,17 @@ def test_samples_fields_narrow_the_columns_without_changing_them(seeded: SeededL
     assert full["points"] > 5 and narrow["points"] == len(narrow["t"])
     bad = httpx.get(f"{seeded.daemon.url}/api/v1/runs/teacher-1/samples", params={"device": device, "fields": "power_w,volts"})
     assert bad.status_code == 422 and "volts" in bad.json()["detail"]
+
+
+def test_listening_socket_names_tcp_so_responses_are_not_held_back() -> None:
+    """asyncio turns Nagle off only on sockets created as IPPROTO_TCP; with it on, each response after the
+    first on a kept-alive connection (every page's API calls) waited for a delayed ACK, about 40 ms."""
+    import socket
+
+    from telemetry_service.cli import _bind
+
+    sock = _bind("127.0.0.1", 0)
+    try:
+        assert sock.proto == socket.IPPROTO_TCP
+    finally:
+        sock.close()
