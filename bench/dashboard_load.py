@@ -38,6 +38,7 @@ HZ = 10.0
 STEP_S = 1.2  # one training step, then a short data-loading gap
 EPOCH_S = 600.0
 EVAL_S = 30.0
+CHART_FIELDS = "power_w,power_min_w,power_max_w"  # what the run page's charts ask for
 
 
 def _phases(t0: float, t1: float) -> list[dict[str, Any]]:
@@ -172,10 +173,12 @@ def api_latencies(base: str, repeat: int) -> list[tuple[str, list[float], int]]:
             ("GET /runs/{id}", f"/api/v1/runs/{RUN_ID}", None),
             ("GET /devices?node=", "/api/v1/devices", {"node": NODE}),
             ("GET /runs/{id}/phases (all)", f"/api/v1/runs/{RUN_ID}/phases", {"limit": 20000}),
-            ("GET /samples whole run, 1800 points", f"/api/v1/runs/{RUN_ID}/samples",
-             {"device": devices[0], "max_points": 1800}),
-            ("GET /samples 60 s zoom, 1800 points", f"/api/v1/runs/{RUN_ID}/samples",
-             {"device": devices[0], "start": mid, "end": mid + 60, "max_points": 1800}),
+            ("GET /samples whole run, all fields", f"/api/v1/runs/{RUN_ID}/samples",
+             {"device": devices[0], "max_points": 1200}),
+            ("GET /samples whole run, power fields", f"/api/v1/runs/{RUN_ID}/samples",
+             {"device": devices[0], "max_points": 1200, "fields": CHART_FIELDS}),
+            ("GET /samples 60 s zoom, power fields", f"/api/v1/runs/{RUN_ID}/samples",
+             {"device": devices[0], "start": mid, "end": mid + 60, "max_points": 1200, "fields": CHART_FIELDS}),
             ("GET /runs/{id}/energy", f"/api/v1/runs/{RUN_ID}/energy", None),
         ]
         for label, path, params in calls:

@@ -10,6 +10,7 @@ const AXIS_FONT = "11px Inter, system-ui, sans-serif";
 const AXIS_STROKE = "#5b6472";
 const GRID = { stroke: "#e8ebf0", width: 1 };
 const TICKS = { stroke: "#d5dae1", width: 1, size: 4 };
+const SHARED_EVENTS = new Set(["mousemove", "mouseenter", "mouseleave"]);
 
 /** The phases of a run as every chart sees them; `shaded` holds the names drawn behind the power. */
 export class PhaseTrack {
@@ -70,7 +71,9 @@ function baseOptions(width, height, view, hooks) {
 
     legend: { show: false },
     cursor: {
-      sync: { key: view.syncKey, setSeries: false },
+      // Only the cursor line is shared: a drag (and its zoom) belongs to the chart it happened on, else every
+      // synced chart would report the same selection and each would ask the daemon again.
+      sync: { key: view.syncKey, setSeries: false, filters: { pub: (type) => SHARED_EVENTS.has(type) } },
       drag: { x: true, y: false, setScale: false },
       points: { show: false },
       y: false,

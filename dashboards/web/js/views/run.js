@@ -52,6 +52,7 @@ export function mount(el, { id }) {
   let stopLive = null;
   let stopEnergy = null;
   let interval = 0.1;
+  let liveEnd = null;
   let ui = null;
 
   el.append(loading("Loading run…"));
@@ -575,10 +576,12 @@ export function mount(el, { id }) {
     const now = Date.now() / 1000;
     view.range = [run.started_at, Math.max(now, run.started_at + MIN_ZOOM_S)];
     let most = 0;
+    const ends = [];
     try {
       await Promise.all([...charts.entries()].map(async ([did, c]) => {
         const last = c.chart.lastT();
         const res = await fetchSamples(did, { start: last ?? run.started_at, max_points: 5000 });
+        ends.push(res.end);
         if (zoomed) return;
         const added = c.chart.append(res, interval);
         if (added) {
@@ -595,6 +598,14 @@ export function mount(el, { id }) {
       }
       throw err;
     }
+    // The daemon answers up to now while the run goes on, and up to its end once it stopped: an end that did
+    // not move since the last look says the run is over, without asking for its (costly) live totals.
+    const end = Math.max(...ends);
+    if (ends.length && end === liveEnd) {
+      await energyTick();
+      return;
+    }
+    liveEnd = end;
     if (timeline) timeline.setRange(view.range[0], view.range[1]);
     for (const c of charts.values()) c.chart.setRange(view.range[0], view.range[1]);
     const lastEnd = track.phases.reduce((m, p) => Math.max(m, p.end), run.started_at);
