@@ -200,7 +200,10 @@ export function mount(el, { query, replaceQuery }) {
     const W = 760;
     const H = 340;
     const m = { l: 70, r: 24, t: 16, b: 46 };
-    const pts = runs.map((r, i) => ({ r, i, x: r.energy.total.energy_j / 3.6e6, y: (r.metrics || {})[key] }))
+    // kWh once runs are large enough for it to read well, joules (or kJ) for short ones.
+    const maxJ = Math.max(...runs.map((r) => r.energy.total.energy_j || 0));
+    const [unit, scale] = maxJ >= 3.6e4 ? ["kWh", 3.6e6] : maxJ >= 1e3 ? ["kJ", 1e3] : ["J", 1];
+    const pts = runs.map((r, i) => ({ r, i, x: r.energy.total.energy_j / scale, y: (r.metrics || {})[key] }))
       .filter((p) => typeof p.y === "number" && Number.isFinite(p.y) && Number.isFinite(p.x));
     if (!pts.length) return panel("empty", `No run reported ${key}`, h("p", null, "Pick another metric."));
     const pad = (lo, hi) => {
@@ -224,7 +227,7 @@ export function mount(el, { query, replaceQuery }) {
         svg("text", { x: sx(v), y: H - m.b + 16, class: "tick", "text-anchor": "middle" }, fmt.sig(v)))),
       yt.map((v) => svg("g", null, svg("line", { x1: m.l, x2: W - m.r, y1: sy(v), y2: sy(v), class: "grid" }),
         svg("text", { x: m.l - 8, y: sy(v) + 4, class: "tick", "text-anchor": "end" }, fmt.sig(v, 4)))),
-      svg("text", { x: (m.l + W - m.r) / 2, y: H - 8, class: "axis-label", "text-anchor": "middle" }, "energy (kWh)"),
+      svg("text", { x: (m.l + W - m.r) / 2, y: H - 8, class: "axis-label", "text-anchor": "middle" }, `energy (${unit})`),
       svg("text", { x: 16, y: (m.t + H - m.b) / 2, class: "axis-label", "text-anchor": "middle", transform: `rotate(-90 16 ${(m.t + H - m.b) / 2})` }, key),
       front.length > 1 ? svg("polyline", { points: front.map((p) => `${sx(p.x)},${sy(p.y)}`).join(" "), class: "front" }) : null,
       pts.map((p) => svg("g", { class: "pt", "data-run-id": p.r.id },
