@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import Integer, cast, func, select
@@ -21,20 +22,36 @@ def _bucket(t0: float, width: float, dialect: str) -> ColumnElement[Any]:
     return func.floor(scaled) if dialect == "postgresql" else cast(scaled, Integer)
 
 
-def device_series(session: Session, device_pk: int, start: float, end: float,
-                  max_points: int) -> tuple[dict[str, list[Any]], int]:
-    """Samples of one device over [start, end], at most `max_points` of them, as columns; and how many are stored."""
+def _aggregate(name: str) -> ColumnElement[Any]:
+    if name == "power_min_w":
+        return func.min(Sample.power_w)
+    if name == "power_max_w":
+        return func.max(Sample.power_w)
+    if name == "energy_j":
+        return func.max(Sample.energy_j)
+    return func.avg(getattr(Sample, name))
+
+
+def _raw(name: str) -> ColumnElement[Any]:
+    return Sample.power_w if name in ("power_min_w", "power_max_w") else getattr(Sample, name)
+
+
+def device_series(session: Session, device_pk: int, start: float, end: float, max_points: int,
+                  fields: Sequence[str] = COLUMNS) -> tuple[dict[str, list[Any]], int]:
+    """Samples of one device over [start, end], at most `max_points` of them, as columns; and how many are stored.
+
+    `fields` picks the columns ("t" always comes): a chart that draws power only asks for less, and the
+    bucketing query runs several times faster without the other aggregates.
+    """
+    names = ["t", *(c for c in COLUMNS if c != "t" and c in fields)]
     where = (Sample.device_id == device_pk, Sample.t >= start, Sample.t <= end)
     count = session.scalar(select(func.count()).select_from(Sample).where(*where)) or 0
     if count <= max_points:
-        rows = session.execute(select(Sample.t, Sample.power_w, Sample.power_w, Sample.power_w, Sample.energy_j,
-                                      *(getattr(Sample, c) for c in _MEANS)).where(*where).order_by(Sample.t)).all()
+        rows = session.execute(select(*(_raw(c) for c in names)).where(*where).order_by(Sample.t)).all()
     else:
         width = max((end - start) / max_points, 1e-9)
         bucket = _bucket(start, width, session.get_bind().dialect.name).label("bucket")
         rows = session.execute(
-            select(func.avg(Sample.t), func.avg(Sample.power_w), func.min(Sample.power_w), func.max(Sample.power_w),
-                   func.max(Sample.energy_j), *(func.avg(getattr(Sample, c)) for c in _MEANS))
-            .where(*where).group_by(bucket).order_by(bucket)
+            select(*(_aggregate(c) for c in names)).where(*where).group_by(bucket).order_by(bucket)
         ).all()
-    return {name: [r[i] for r in rows] for i, name in enumerate(COLUMNS)}, count
+    return {name: [r[i] for r in rows] for i, name in enumerate(names)}, count

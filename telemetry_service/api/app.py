@@ -26,7 +26,7 @@ from telemetry_service.api.schemas import MAX_BATCH, MAX_POINTS, Accepted, Devic
 from telemetry_service.daemon import Daemon
 from telemetry_service.report import device_id, run_energy, run_summary
 from telemetry_service.runs import RunError, add_phases, get_run, register, stop
-from telemetry_service.series import device_series
+from telemetry_service.series import COLUMNS, device_series
 from telemetry_service.store.models import Device, Node, Phase, Run
 
 T = TypeVar("T")
@@ -110,21 +110,28 @@ def create_app(daemon: Daemon) -> FastAPI:
             raise RunError(404, f"no device {did!r}; GET /api/v1/devices lists them")
         return dev
 
+    fields_doc = f"comma-separated columns to return (default all): {', '.join(COLUMNS)}"
+
     @app.get("/api/v1/devices/{node}/{key}/samples")
     def node_device_samples(node: str, key: str, start: float | None = None, end: float | None = None,
-                            max_points: int = Query(2000, ge=2, le=MAX_POINTS)) -> dict[str, Any]:
+                            max_points: int = Query(2000, ge=2, le=MAX_POINTS),
+                            fields: str | None = Query(None, description=fields_doc)) -> dict[str, Any]:
         now = time.time()
         return _samples(f"{node}/{key}", start if start is not None else now - 300, end if end is not None else now,
-                        max_points)
+                        max_points, fields)
 
-    def _samples(did: str, start: float, end: float, max_points: int) -> dict[str, Any]:
+    def _samples(did: str, start: float, end: float, max_points: int, fields: str | None = None) -> dict[str, Any]:
+        wanted = COLUMNS if fields is None else tuple(f.strip() for f in fields.split(",") if f.strip())
+        unknown = sorted(set(wanted) - set(COLUMNS))
+        if unknown:
+            raise RunError(422, f"unknown fields {unknown}; choose from {list(COLUMNS)}")
         if not (math.isfinite(start) and math.isfinite(end)):
             raise RunError(422, "start and end must be finite")
         if end < start:
             raise RunError(422, f"end ({end}) is before start ({start})")
         with daemon.sessions() as session:
             dev = _device(session, did)
-            columns, stored = device_series(session, dev.id, start, end, max_points)
+            columns, stored = device_series(session, dev.id, start, end, max_points, wanted)
             return {"device": did, "kind": dev.kind, "source": dev.source, "energy_counter": dev.energy_counter,
                     "start": start, "end": end, "stored_points": stored, "points": len(columns["t"]), **columns}
 
@@ -230,11 +237,12 @@ def create_app(daemon: Daemon) -> FastAPI:
 
     @app.get("/api/v1/runs/{run_id}/samples")
     def run_samples(run_id: str, device: str, start: float | None = None, end: float | None = None,
-                    max_points: int = Query(2000, ge=2, le=MAX_POINTS)) -> dict[str, Any]:
+                    max_points: int = Query(2000, ge=2, le=MAX_POINTS),
+                    fields: str | None = Query(None, description=fields_doc)) -> dict[str, Any]:
         with daemon.sessions() as session:
             run = get_run(session, run_id)
             t0, t1 = run.started_at, run.ended_at if run.ended_at is not None else time.time()
-        return _samples(device, t0 if start is None else start, t1 if end is None else end, max_points)
+        return _samples(device, t0 if start is None else start, t1 if end is None else end, max_points, fields)
 
     # --- Prometheus and the dashboard ---------------------------------------------------------------------------
     @app.get("/metrics")

@@ -29,7 +29,8 @@ COLUMNS = (Sample.t, Sample.power_w, Sample.energy_t, Sample.energy_j)
 def _as_array(rows: list[tuple[float | None, ...]]) -> np.ndarray:
     if not rows:
         return np.empty((0, 4))
-    return np.array(rows, dtype=np.float64)  # None becomes NaN
+    # Plain tuples: numpy probing each Row for array protocols costs seconds on an hour of samples.
+    return np.array([tuple(r) for r in rows], dtype=np.float64)  # None becomes NaN
 
 
 def _series(a: np.ndarray) -> DeviceSeries:

@@ -1,0 +1,637 @@
+// One run: power over time per device with the phases as bands on the same axis (drag to zoom, which asks the
+// daemon for finer samples), energy per phase name, where each figure comes from, and a live view while the
+// run is still going.
+
+import { ApiError, apiGet, health as fetchHealth } from "../api.js";
+import { PhaseTimeline, PhaseTrack, PowerChart } from "../chart.js";
+import { badge, clear, errorPanel, every, h, loading, methodBadge, panel, sourceBadge, statusPill } from "../dom.js";
+import * as fmt from "../format.js";
+import { phaseKey } from "../phases.js";
+import { hostsOf } from "./runs.js";
+
+const KIND_ORDER = { gpu: 0, cpu: 1, dram: 2, host: 3 };
+const KIND_COLOR = { gpu: "#2563eb", cpu: "#ea580c", dram: "#7c3aed", host: "#64748b" };
+const KIND_LABEL = { gpu: "GPU", cpu: "CPU package", dram: "DRAM", host: "Host" };
+const LIVE_MS = 1000;
+const ENERGY_MS = 4000;
+const PHASE_LIMIT = 20000;
+const LIVE_POINT_CAP = 8000; // past this many points a live chart is re-read downsampled
+const MIN_ZOOM_S = 0.2;
+const CHART_FIELDS = "power_w,power_min_w,power_max_w";
+
+const METHOD_NOTES = [
+  ["counter", "difference of the device's hardware energy counter, interpolated at the phase boundaries on the counter's own update instants"],
+  ["integrated", "trapezoid integral of sampled power (the device has no energy counter)"],
+  ["estimated", "rests on a device whose power is estimated (e.g. CPU utilisation × TDP), not measured"],
+  ["attributed", "phases shorter than the counter's update period, attributed statistically over many repeats"],
+];
+
+function ids(run) {
+  const out = [];
+  for (const m of run.members || []) for (const d of m.devices || []) if (!out.includes(d)) out.push(d);
+  return out;
+}
+
+function nodesOf(run) {
+  return [...new Set((run.members || []).map((m) => m.node))];
+}
+
+export function mount(el, { id }) {
+  const ctl = new AbortController();
+  const view = { syncKey: `run-${Math.random().toString(36).slice(2)}`, range: null, onZoom: (r) => zoomTo(r), onCursor };
+  const track = new PhaseTrack([]);
+  const charts = new Map(); // device id -> { chart, card, info }
+  const deviceInfo = new Map(); // device id -> row of GET /devices
+  const phaseKeys = new Set();
+  let run = null;
+  let energy = null;
+  let timeline = null;
+  let phasesTruncated = false;
+  let zoomed = false;
+  let generation = 0;
+  let stopLive = null;
+  let stopEnergy = null;
+  let interval = 0.1;
+  let liveEnd = null;
+  let ui = null;
+
+  el.append(loading("Loading run…"));
+  start();
+
+  async function start() {
+    try {
+      run = await apiGet(`runs/${encodeURIComponent(id)}`, null, ctl.signal);
+    } catch (err) {
+      if (err.name === "AbortError") return;
+      clear(el);
+      if (err instanceof ApiError && err.status === 404) {
+        el.append(panel("error", "Run not found",
+          h("p", null, "There is no run with id ", h("code", null, id), " in this daemon's ledger. ",
+            "It may have been registered with another daemon, or the link is mistyped."),
+          h("a", { class: "btn", href: "#/runs" }, "Back to runs")));
+      } else {
+        el.append(errorPanel(err, () => { clear(el).append(loading("Loading run…")); start(); }));
+      }
+      return;
+    }
+    health();
+    ui = skeleton();
+    clear(el).append(ui.root);
+    renderHeader();
+    renderCards();
+    view.range = span();
+    await Promise.all([loadDeviceNames(), buildCharts(), loadPhases(null)]);
+    loadEnergy();
+    if (run.status === "running") goLive();
+  }
+
+  async function health() {
+    try {
+      const info = await fetchHealth(ctl.signal);
+      if (info && info.sampler && info.sampler.interval_s) interval = info.sampler.interval_s;
+    } catch {
+      // the interval only tunes where the charts break the line for gaps
+    }
+  }
+
+  function span() {
+    const end = run.ended_at ?? Date.now() / 1000;
+    return [run.started_at, Math.max(end, run.started_at + MIN_ZOOM_S)];
+  }
+
+  // --- layout ----------------------------------------------------------------------------------------------
+  function skeleton() {
+    const s = {};
+    s.header = h("div", { class: "page-head run-head" });
+    s.simBanner = h("div", { class: "callout callout-sim", hidden: true, dataset: { simulated: "" } });
+    s.cards = h("div", { class: "cards" });
+    s.metrics = h("div", { class: "metrics-row" });
+    s.rangeText = h("span", { class: "range-text" });
+    s.resetBtn = h("button", { class: "btn btn-small", hidden: true, onclick: () => zoomTo(null) }, "Reset zoom");
+    s.liveBtn = h("button", { class: "btn btn-small live-btn", hidden: true, onclick: toggleLive });
+    s.refining = h("span", { class: "refining", hidden: true }, h("span", { class: "spinner" }), "refining…");
+    s.legend = h("div", { class: "phase-legend", "aria-label": "phase names: click to shade on the charts" });
+    s.readout = h("div", { class: "readout" }, h("span", { class: "muted" }, "Drag across a chart to zoom in; double-click to zoom out."));
+    s.timeline = h("div", { class: "timeline" });
+    s.timelineWrap = h("div", { class: "timeline-wrap" }, h("div", { class: "chart-title" }, "Phases"), s.timeline);
+    s.phaseNote = h("p", { class: "muted small", hidden: true });
+    s.devices = h("div", { class: "device-charts" });
+    s.chartsSection = h("section", { class: "card charts", dataset: { state: "loading" } },
+      h("div", { class: "card-head" },
+        h("h2", null, "Power over time"),
+        h("div", { class: "chart-tools" }, s.refining, s.rangeText, s.resetBtn, s.liveBtn)),
+      s.legend, s.readout, s.timelineWrap, s.phaseNote, s.devices);
+    s.breakdown = h("div", null, loading("Computing energy per phase…"));
+    s.breakdownSection = h("section", { class: "card", id: "phase-energy" },
+      h("div", { class: "card-head" }, h("h2", null, "Energy by phase")), s.breakdown);
+    s.provenance = h("div", null, loading("Loading provenance…"));
+    s.provenanceSection = h("section", { class: "card", id: "provenance" },
+      h("div", { class: "card-head" }, h("h2", null, "Devices and measurement provenance")), s.provenance);
+    s.warnings = h("div", { class: "warnings" });
+    s.details = h("div");
+    s.root = h("div", { class: "run-page", dataset: { runId: id } },
+      s.header, s.simBanner, s.cards, s.metrics, s.warnings, s.chartsSection, s.breakdownSection, s.provenanceSection, s.details);
+    s.root.addEventListener("dblclick", (e) => {
+      if (e.target.closest(".u-over")) zoomTo(null);
+    });
+    return s;
+  }
+
+  function renderHeader() {
+    const tags = Object.entries(run.tags || {}).map(([k, v]) => h("span", { class: "tag" }, v === null || v === "" ? k : `${k}: ${v}`));
+    clear(ui.header).append(
+      h("div", null,
+        h("nav", { class: "crumbs" }, h("a", { href: "#/runs" }, "Runs"), " / "),
+        h("h1", null, run.name, " ", statusPill(run.status)),
+        h("div", { class: "subtitle" },
+          h("span", { class: "mono" }, run.id), " · ", hostsOf(run).join(", ") || nodesOf(run).join(", "), " · started ",
+          fmt.dateTime(run.started_at), run.ended_at ? ` · ended ${fmt.dateTime(run.ended_at)}` : "", tags.length ? " · " : "", tags)),
+      h("div", { class: "head-actions" },
+        h("a", { class: "btn", href: `#/compare?ids=${encodeURIComponent(run.id)}` }, "Compare with…")));
+    const metrics = Object.entries(run.metrics || {});
+    clear(ui.metrics);
+    if (metrics.length) {
+      ui.metrics.append(h("span", { class: "metrics-label" }, "Reported metrics"),
+        ...metrics.map(([k, v]) => h("span", { class: "metric", dataset: { metric: k } }, h("span", { class: "metric-k" }, k), h("span", { class: "metric-v" }, fmt.metric(v)))));
+    }
+    if (Object.keys(run.config || {}).length) {
+      clear(ui.details).append(h("details", { class: "card config" }, h("summary", null, "Run configuration"),
+        h("pre", { class: "code" }, JSON.stringify(run.config, null, 2))));
+    }
+  }
+
+  function renderCards() {
+    const total = energy ? energy.total : run.totals;
+    const running = run.status === "running";
+    const dur = running ? Date.now() / 1000 - run.started_at : run.duration_s;
+    const e = total ? total.energy_j : null;
+    const card = (label, value, sub, attrs) => h("div", { class: "stat", ...attrs }, h("div", { class: "stat-label" }, label),
+      h("div", { class: "stat-value" }, value), h("div", { class: "stat-sub" }, sub || "\u00a0"));
+    clear(ui.cards).append(
+      card(running ? "Energy so far" : "Energy", fmt.energy(e), fmt.kwh(e), { dataset: { stat: "energy", value: e ?? "" } }),
+      card("Duration", fmt.duration(dur), running ? "running" : `${fmt.clock(run.started_at)} – ${fmt.clock(run.ended_at)}`, { dataset: { stat: "duration" } }),
+      card("Average power", fmt.power(total ? total.avg_power_w : null), "all devices of the run", { dataset: { stat: "power" } }),
+      card("Method", total && total.method ? methodBadge(total.method) : fmt.DASH, total && total.method === "estimated" ? "some device is estimated" : "how the total was obtained", { dataset: { stat: "method" } }),
+    );
+  }
+
+  // --- devices and charts ------------------------------------------------------------------------------------
+  async function loadDeviceNames() {
+    await Promise.all(nodesOf(run).map(async (node) => {
+      try {
+        for (const d of await apiGet("devices", { node }, ctl.signal)) deviceInfo.set(d.id, d);
+      } catch (err) {
+        if (err.name !== "AbortError") console.debug("device names unavailable", err);
+      }
+    }));
+    for (const [did, c] of charts) fillChartHead(did, c);
+  }
+
+  // About one bucket per device pixel of the plot: each carries its min and max, so no spike is lost.
+  function maxPoints() {
+    const w = (ui.devices.clientWidth || 1000) * (window.devicePixelRatio || 1);
+    return Math.min(4000, Math.max(300, Math.round(w)));
+  }
+
+  async function fetchSamples(did, params) {
+    return apiGet(`runs/${encodeURIComponent(id)}/samples`, { device: did, fields: CHART_FIELDS, ...params }, ctl.signal);
+  }
+
+  async function buildCharts() {
+    const devices = ids(run);
+    if (!devices.length) {
+      ui.devices.append(panel("empty", "No devices", h("p", null, "This run owns no device on any node, so there is nothing to chart.")));
+      ui.chartsSection.dataset.state = "ready";
+      return;
+    }
+    const [lo, hi] = view.range;
+    const mp = maxPoints();
+    const results = await Promise.all(devices.map((did) => fetchSamples(did, { start: lo, end: hi, max_points: mp })
+      .catch((err) => ({ error: err, device: did }))));
+    if (ctl.signal.aborted) return;
+    results.sort((a, b) => (KIND_ORDER[a.kind] ?? 9) - (KIND_ORDER[b.kind] ?? 9) || String(a.device).localeCompare(String(b.device)));
+    timeline = new PhaseTimeline(ui.timeline, view, track);
+    timeline.setRange(lo, hi);
+    for (const res of results) {
+      if (res.error) {
+        ui.devices.append(h("div", { class: "device-chart card-inner" }, h("div", { class: "chart-title" }, res.device),
+          h("p", { class: "error-text" }, res.error.detail || res.error.message)));
+        continue;
+      }
+      if (res.kind === "host") continue;
+      const canvas = h("div", { class: "chart-canvas" });
+      const head = h("div", { class: "chart-head" });
+      const card = h("div", { class: "device-chart", dataset: { device: res.device, kind: res.kind, source: res.source } }, head, canvas);
+      ui.devices.append(card);
+      const chart = new PowerChart(canvas, view, track, { color: KIND_COLOR[res.kind] || "#334155" });
+      const c = { chart, card, head, info: res };
+      charts.set(res.device, c);
+      chart.setData(res, interval);
+      fillChartHead(res.device, c);
+      if (!res.points) canvas.append(h("div", { class: "chart-empty" }, "No samples stored for this device over this time."));
+    }
+    if (results.some((r) => r.source === "simulated")) showSimulated();
+    ui.chartsSection.dataset.state = "ready";
+    updateRangeText();
+  }
+
+  function fillChartHead(did, c) {
+    const info = deviceInfo.get(did);
+    const dev = energy && energy.devices ? energy.devices.find((d) => d.id === did) : null;
+    const e = energy && energy.total.by_device ? energy.total.by_device[did] : null;
+    const stored = c.info.stored_points;
+    clear(c.head).append(
+      h("div", { class: "chart-title" },
+        h("span", { class: "kind-dot", style: { background: KIND_COLOR[c.info.kind] || "#334155" } }),
+        h("strong", null, info ? info.name : did), h("span", { class: "muted" }, ` ${did} · ${KIND_LABEL[c.info.kind] || c.info.kind}`)),
+      h("div", { class: "chart-badges" },
+        sourceBadge(c.info.source),
+        c.info.energy_counter ? badge("energy counter", "neutral", "the device has a hardware energy counter") : badge("power only", "neutral", "no energy counter: energy is integrated from power"),
+        dev ? methodBadge(dev.method) : null,
+        e !== null && e !== undefined ? h("span", { class: "chart-energy" }, fmt.energy(e)) : null,
+        h("span", { class: "muted small", title: "samples in the ledger over the shown time, and how many are drawn" },
+          `${(stored ?? 0).toLocaleString("en-US")} samples${stored > c.chart.points ? `, ${c.chart.points.toLocaleString("en-US")} drawn (mean, min–max)` : ""}`)));
+  }
+
+  function showSimulated() {
+    ui.simBanner.hidden = false;
+    clear(ui.simBanner).append(h("strong", null, "Simulated devices. "),
+      "Devices labelled SIMULATED play a synthetic power trace inside the daemon: their power and energy are not measurements of real hardware.");
+  }
+
+  // --- phases -------------------------------------------------------------------------------------------------
+  async function loadPhases(range, sinceEnd) {
+    const incremental = sinceEnd !== undefined;
+    const params = { limit: PHASE_LIMIT };
+    if (incremental) params.start = sinceEnd;
+    else if (range) Object.assign(params, { start: range[0], end: range[1] });
+    let res;
+    try {
+      res = await apiGet(`runs/${encodeURIComponent(id)}/phases`, params, ctl.signal);
+    } catch (err) {
+      if (err.name !== "AbortError") {
+        ui.phaseNote.hidden = false;
+        ui.phaseNote.textContent = `Phases could not be loaded: ${err.message}`;
+      }
+      return;
+    }
+    if (!incremental) {
+      phaseKeys.clear();
+      phasesTruncated = res.truncated;
+    }
+    const list = incremental ? track.phases.slice() : [];
+    let added = false;
+    for (const p of res.phases) {
+      const k = phaseKey(p);
+      if (phaseKeys.has(k)) continue;
+      phaseKeys.add(k);
+      list.push(p);
+      added = true;
+    }
+    if (added || !incremental) {
+      track.set(list);
+      renderLegend();
+    }
+    ui.phaseNote.hidden = !phasesTruncated;
+    ui.phaseNote.textContent = phasesTruncated
+      ? `More than ${PHASE_LIMIT.toLocaleString("en-US")} phases in this span: the first ones are drawn. Zoom in to see every phase of a shorter span.`
+      : "";
+    if (!track.layout.lanes.length) {
+      ui.timelineWrap.classList.add("empty");
+      ui.timelineWrap.dataset.empty = "";
+    } else {
+      ui.timelineWrap.classList.remove("empty");
+      delete ui.timelineWrap.dataset.empty;
+    }
+  }
+
+  function renderLegend() {
+    const { lanes } = track.layout;
+    clear(ui.legend);
+    if (!lanes.length) {
+      ui.legend.append(h("span", { class: "muted small" }, "No phases recorded for this run (yet): markers sent by the trainer appear here as coloured bands."));
+      return;
+    }
+    ui.legend.append(h("span", { class: "legend-label" }, "Shade:"));
+    for (const name of lanes) {
+      const count = track.layout.byName.get(name).start.length;
+      const on = track.shaded.has(name);
+      ui.legend.append(h("button", {
+        class: `chip${on ? " on" : ""}`, type: "button", "aria-pressed": String(on), dataset: { phase: name },
+        title: `${count} × ${name}; click to ${on ? "hide" : "shade"} on the power charts`,
+        onclick: () => { track.toggle(name); renderLegend(); },
+      }, h("span", { class: "swatch", style: { background: track.color(name) } }), name, h("span", { class: "chip-count" }, count.toLocaleString("en-US"))));
+    }
+  }
+
+  // --- zoom ---------------------------------------------------------------------------------------------------
+  async function zoomTo(range) {
+    const full = span();
+    let lo = full[0];
+    let hi = full[1];
+    if (range) {
+      lo = Math.max(full[0], Math.min(range[0], range[1]));
+      hi = Math.min(full[1], Math.max(range[0], range[1]));
+      if (hi - lo < MIN_ZOOM_S) {
+        const mid = (lo + hi) / 2;
+        lo = mid - MIN_ZOOM_S / 2;
+        hi = mid + MIN_ZOOM_S / 2;
+      }
+    }
+    zoomed = Boolean(range);
+    view.range = [lo, hi];
+    const gen = ++generation;
+    for (const c of charts.values()) c.chart.setRange(lo, hi);
+    if (timeline) timeline.setRange(lo, hi);
+    updateRangeText();
+    ui.refining.hidden = false;
+    const mp = maxPoints();
+    try {
+      const results = await Promise.all([...charts.keys()].map((did) => fetchSamples(did, { start: lo, end: hi, max_points: mp })));
+      if (gen !== generation) return;
+      for (const res of results) {
+        const c = charts.get(res.device);
+        c.info = { ...c.info, stored_points: res.stored_points };
+        c.chart.setData(res, interval);
+        fillChartHead(res.device, c);
+      }
+      if (phasesTruncated || !range) await loadPhases(range ? [lo, hi] : null);
+    } catch (err) {
+      if (err.name !== "AbortError") ui.readout.textContent = `Could not load finer samples: ${err.message}`;
+    } finally {
+      if (gen === generation) ui.refining.hidden = true;
+    }
+    updateLiveButton();
+  }
+
+  function updateRangeText() {
+    const [lo, hi] = view.range;
+    ui.rangeText.textContent = zoomed
+      ? `Zoomed: ${fmt.clock(lo)} – ${fmt.clock(hi)} (${fmt.duration(hi - lo)})`
+      : `Whole run: ${fmt.duration(hi - lo)}`;
+    ui.resetBtn.hidden = !zoomed;
+    ui.chartsSection.dataset.zoomed = String(zoomed);
+  }
+
+  function onCursor(t) {
+    if (!ui) return;
+    if (t === null || !Number.isFinite(t)) return;
+    const parts = [h("span", { class: "mono" }, fmt.clock(t), `.${String(Math.floor((t % 1) * 1000)).padStart(3, "0")}`),
+      h("span", { class: "muted" }, ` t+${fmt.duration(Math.max(0, t - run.started_at))}`)];
+    const p = track.at(t);
+    if (p) {
+      parts.push(" · ", h("span", { class: "swatch", style: { background: track.color(p.name) } }), h("strong", null, p.name),
+        p.step !== null && p.step !== undefined ? ` step ${p.step}` : "", h("span", { class: "muted" }, ` (${fmt.duration(p.end - p.start)})`));
+    }
+    for (const [did, c] of charts) {
+      const v = c.chart.valueAt(t);
+      if (!v || v.mean === null) continue;
+      const info = deviceInfo.get(did);
+      parts.push(" · ", h("span", { class: "kind-dot", style: { background: KIND_COLOR[c.info.kind] } }),
+        `${info ? info.key : did} ${fmt.power(v.mean)}`);
+    }
+    clear(ui.readout).append(...parts);
+  }
+
+  // --- energy -------------------------------------------------------------------------------------------------
+  async function loadEnergy() {
+    try {
+      energy = await apiGet(`runs/${encodeURIComponent(id)}/energy`, null, ctl.signal);
+    } catch (err) {
+      if (err.name === "AbortError") return;
+      clear(ui.breakdown).append(errorPanel(err, loadEnergy));
+      clear(ui.provenance);
+      return;
+    }
+    run = energy.run;
+    renderCards();
+    renderBreakdown();
+    renderProvenance();
+    renderWarnings();
+    for (const [did, c] of charts) fillChartHead(did, c);
+    if (energy.simulated) showSimulated();
+  }
+
+  function topLevelUnmarked() {
+    // Energy outside every phase, where the outermost phases do not overlap one another (else it is not defined).
+    if (phasesTruncated || !energy.phases.length) return null;
+    const { byName, depth } = track.layout;
+    const iv = [];
+    for (const [name, s] of byName) {
+      if (depth.get(name) !== 0) continue;
+      for (let i = 0; i < s.start.length; i++) iv.push([s.start[i], s.end[i]]);
+    }
+    iv.sort((a, b) => a[0] - b[0]);
+    for (let i = 1; i < iv.length; i++) if (iv[i][0] < iv[i - 1][1]) return null;
+    let marked = 0;
+    let dur = 0;
+    for (const p of energy.phases) {
+      if (depth.get(p.name) === 0) {
+        marked += p.energy_j;
+        dur += p.duration_s;
+      }
+    }
+    const rest = energy.total.energy_j - marked;
+    const restDur = energy.total.duration_s - dur;
+    return rest >= 0 && restDur >= 0 ? { energy_j: rest, duration_s: restDur } : null;
+  }
+
+  function renderBreakdown() {
+    const total = energy.total.energy_j;
+    clear(ui.breakdown);
+    if (!energy.phases.length) {
+      ui.breakdown.append(panel("empty", "No phases recorded",
+        h("p", null, "This run has no phase markers, so its energy is known only as a whole: ",
+          h("strong", null, fmt.energy(total)), ` (${fmt.kwh(total)}).`),
+        h("p", { class: "muted" }, "The trainer's client marks phases (train step, forward, evaluation…) as it runs.")));
+      return;
+    }
+    const depth = track.layout.depth;
+    const rows = [...energy.phases].sort((a, b) => (depth.get(a.name) ?? 0) - (depth.get(b.name) ?? 0) || b.energy_j - a.energy_j);
+    const maxShare = Math.max(...rows.map((p) => (total > 0 ? p.energy_j / total : 0)), 1e-9);
+    const cell = (field, value, text, cls = "num") => h("td", { class: cls, dataset: { field, value: value ?? "" } }, text);
+    const tr = (p) => {
+      const share = total > 0 ? p.energy_j / total : null;
+      const d = depth.get(p.name) ?? 0;
+      const flags = [];
+      if (p.short) flags.push(badge("short", "warn", "some of these phases are shorter than the sensor's update period: their energy is only known statistically"));
+      if (p.complete === false) flags.push(badge("partial", "warn", "some of these phases are not covered by samples: their energy is incomplete"));
+      const byDev = Object.entries(p.by_device || {}).map(([did, j]) => `${deviceInfo.get(did)?.key || did} ${fmt.energy(j)}`).join(" · ");
+      return h("tr", { dataset: { phase: p.name } },
+        h("td", { class: "phase-name" }, h("span", { style: { paddingLeft: `${d * 14}px` } },
+          h("span", { class: "swatch", style: { background: track.color(p.name) } }), h("strong", null, p.name)),
+          byDev ? h("div", { class: "sub", style: { paddingLeft: `${d * 14 + 16}px` } }, byDev) : null),
+        cell("count", p.count, p.count.toLocaleString("en-US")),
+        cell("duration_s", p.duration_s, fmt.duration(p.duration_s)),
+        cell("energy_j", p.energy_j, fmt.energy(p.energy_j)),
+        cell("kwh", p.energy_j / 3.6e6, fmt.kwh(p.energy_j)),
+        cell("avg_power_w", p.avg_power_w, fmt.power(p.avg_power_w)),
+        h("td", { class: "share", dataset: { field: "share", value: share ?? "" } },
+          h("div", { class: "bar" }, h("div", { class: "bar-fill", style: { width: `${share === null ? 0 : (100 * share) / maxShare}%`, background: track.color(p.name) } })),
+          h("span", { class: "bar-label" }, fmt.pct(share))),
+        h("td", { dataset: { field: "method", value: p.method } }, methodBadge(p.method)),
+        h("td", null, flags));
+    };
+    const rest = topLevelUnmarked();
+    const tbody = h("tbody", null, rows.map(tr));
+    if (rest) {
+      const share = total > 0 ? rest.energy_j / total : null;
+      tbody.append(h("tr", { class: "unmarked", dataset: { phase: "" } },
+        h("td", { class: "phase-name" }, h("span", { class: "swatch hatched" }), h("em", null, "outside any phase")),
+        h("td", { class: "num" }, fmt.DASH), h("td", { class: "num" }, fmt.duration(rest.duration_s)),
+        h("td", { class: "num" }, fmt.energy(rest.energy_j)), h("td", { class: "num" }, fmt.kwh(rest.energy_j)),
+        h("td", { class: "num" }, fmt.power(rest.duration_s > 0 ? rest.energy_j / rest.duration_s : null)),
+        h("td", { class: "share" }, h("div", { class: "bar" }, h("div", { class: "bar-fill hatched", style: { width: `${share === null ? 0 : (100 * share) / maxShare}%` } })),
+          h("span", { class: "bar-label" }, fmt.pct(share))),
+        h("td"), h("td")));
+    }
+    ui.breakdown.append(
+      h("table", { class: "table phase-table" },
+        h("thead", null, h("tr", null, h("th", null, "Phase"), h("th", { class: "num" }, "Count"), h("th", { class: "num" }, "Duration"),
+          h("th", { class: "num" }, "Energy"), h("th", { class: "num" }, "kWh"), h("th", { class: "num" }, "Avg power"),
+          h("th", null, "Share of run energy"), h("th", null, "Method"), h("th", null, ""))),
+        tbody,
+        h("tfoot", null, h("tr", null, h("td", null, h("strong", null, "Whole run")), h("td"),
+          h("td", { class: "num" }, fmt.duration(energy.total.duration_s)),
+          h("td", { class: "num", dataset: { field: "total_energy_j", value: total } }, h("strong", null, fmt.energy(total))),
+          h("td", { class: "num" }, fmt.kwh(total)), h("td", { class: "num" }, fmt.power(energy.total.avg_power_w)),
+          h("td", null, "100 %"), h("td", null, methodBadge(energy.total.method)), h("td")))),
+      h("p", { class: "muted small" }, "Energy of every device the run owns. Phases nest (an epoch holds its steps): an enclosing phase's figure includes what runs inside it, so the shares of nested phases overlap. Duration is the sum over each name's intervals."),
+    );
+  }
+
+  function renderProvenance() {
+    const total = energy.total.energy_j;
+    const rows = [...energy.devices].sort((a, b) => (KIND_ORDER[a.kind] ?? 9) - (KIND_ORDER[b.kind] ?? 9) || a.id.localeCompare(b.id));
+    clear(ui.provenance).append(
+      h("table", { class: "table provenance-table" },
+        h("thead", null, h("tr", null, h("th", null, "Device"), h("th", null, "Kind"), h("th", null, "Source"),
+          h("th", null, "Energy counter"), h("th", null, "Method"), h("th", { class: "num" }, "Energy in run"), h("th", { class: "num" }, "Share"))),
+        h("tbody", null, rows.map((d) => {
+          const info = deviceInfo.get(d.id);
+          const e = energy.total.by_device[d.id];
+          return h("tr", { dataset: { device: d.id, source: d.source, method: d.method || "" } },
+            h("td", null, h("strong", null, info ? info.name : d.id), h("div", { class: "sub mono" }, d.id, info && info.uuid ? ` · ${info.uuid}` : "")),
+            h("td", null, KIND_LABEL[d.kind] || d.kind),
+            h("td", null, sourceBadge(d.source)),
+            h("td", null, d.energy_counter ? `yes${d.update_period_s ? `, updates every ${fmt.duration(d.update_period_s)}` : ""}` : "no"),
+            h("td", null, methodBadge(d.method)),
+            h("td", { class: "num" }, fmt.energy(e)),
+            h("td", { class: "num" }, fmt.pct(total > 0 && e !== undefined ? e / total : null)));
+        }))),
+      h("dl", { class: "method-notes" }, METHOD_NOTES.map(([m, text]) => [h("dt", null, methodBadge(m)), h("dd", null, text)])),
+    );
+  }
+
+  function renderWarnings() {
+    clear(ui.warnings);
+    const shared = Object.entries(energy.shared_devices || {});
+    if (shared.length) {
+      ui.warnings.append(h("div", { class: "callout callout-warn" }, h("strong", null, "Shared devices. "),
+        "Other runs overlapped this one on the same devices, and count the same joules: ",
+        shared.map(([did, runs]) => `${did} with ${runs.join(", ")}`).join("; "), "."));
+    }
+    if ((energy.gaps || []).length) {
+      ui.warnings.append(h("div", { class: "callout callout-warn" }, h("strong", null, `${energy.gaps.length} gap(s) in the samples. `),
+        energy.gaps.slice(0, 5).map((g) => `${g.device}: ${fmt.duration(g.duration_s)} from ${fmt.clock(g.start)} (${g.energy})`).join("; "),
+        energy.gaps.length > 5 ? "; …" : ""));
+    }
+    for (const n of energy.notes || []) {
+      ui.warnings.append(h("div", { class: "callout callout-info" }, h("strong", null, `${n.device}: `), n.note));
+    }
+  }
+
+  // --- live ---------------------------------------------------------------------------------------------------
+  function goLive() {
+    stopLive = every(LIVE_MS, liveTick);
+    stopEnergy = every(ENERGY_MS, energyTick);
+    ui.chartsSection.dataset.live = "true";
+    updateLiveButton();
+  }
+
+  function endLive() {
+    if (stopLive) stopLive();
+    if (stopEnergy) stopEnergy();
+    stopLive = stopEnergy = null;
+    ui.chartsSection.dataset.live = "false";
+    updateLiveButton();
+  }
+
+  function updateLiveButton() {
+    const live = Boolean(stopLive);
+    ui.liveBtn.hidden = !live;
+    if (!live) return;
+    clear(ui.liveBtn);
+    if (zoomed) ui.liveBtn.append("Follow live");
+    else ui.liveBtn.append(h("span", { class: "pulse" }), "Live");
+    ui.liveBtn.title = zoomed ? "Go back to the whole run and follow the newest samples" : "Following the newest samples";
+  }
+
+  function toggleLive() {
+    if (zoomed) zoomTo(null);
+  }
+
+  async function liveTick() {
+    if (zoomed) return; // the user is looking at a past span: keep it still
+    const now = Date.now() / 1000;
+    view.range = [run.started_at, Math.max(now, run.started_at + MIN_ZOOM_S)];
+    let most = 0;
+    const ends = [];
+    try {
+      await Promise.all([...charts.entries()].map(async ([did, c]) => {
+        const last = c.chart.lastT();
+        const res = await fetchSamples(did, { start: last ?? run.started_at, max_points: 5000 });
+        ends.push(res.end);
+        if (zoomed) return;
+        const added = c.chart.append(res, interval);
+        if (added) {
+          c.info = { ...c.info, stored_points: (c.info.stored_points || 0) + added };
+          fillChartHead(did, c);
+        }
+        most = Math.max(most, c.chart.points);
+      }));
+    } catch (err) {
+      // A start after the run's end: it stopped since the last look.
+      if (err instanceof ApiError && err.status === 422) {
+        await energyTick();
+        return;
+      }
+      throw err;
+    }
+    // The daemon answers up to now while the run goes on, and up to its end once it stopped: an end that did
+    // not move since the last look says the run is over, without asking for its (costly) live totals.
+    const end = Math.max(...ends);
+    if (ends.length && end === liveEnd) {
+      await energyTick();
+      return;
+    }
+    liveEnd = end;
+    if (timeline) timeline.setRange(view.range[0], view.range[1]);
+    for (const c of charts.values()) c.chart.setRange(view.range[0], view.range[1]);
+    const lastEnd = track.phases.reduce((m, p) => Math.max(m, p.end), run.started_at);
+    await loadPhases(null, lastEnd - 30);
+    updateRangeText();
+    renderCards();
+    if (most > LIVE_POINT_CAP) await zoomTo(null);
+  }
+
+  async function energyTick() {
+    if (!stopLive) return;
+    const before = run.status;
+    await loadEnergy();
+    renderHeader();
+    if (before === "running" && run.status !== "running") {
+      endLive();
+      await zoomTo(null);
+      await loadEnergy();
+    }
+  }
+
+  return () => {
+    ctl.abort();
+    if (stopLive) stopLive();
+    if (stopEnergy) stopEnergy();
+    for (const c of charts.values()) c.chart.destroy();
+    if (timeline) timeline.destroy();
+  };
+}
