@@ -21,6 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from telemetry_service import __version__
+from telemetry_service.api.energy_cache import AnswerCache, answer_key
 from telemetry_service.api.metrics import DaemonCollector
 from telemetry_service.api.schemas import MAX_BATCH, MAX_POINTS, Accepted, DeviceOut, PhaseIn, RunCreate, RunStop
 from telemetry_service.daemon import Daemon
@@ -44,6 +45,7 @@ def create_app(daemon: Daemon) -> FastAPI:
     app = FastAPI(title="joulemeter telemetry daemon", version=__version__,
                   description="Energy per run, phase and device, measured on this node.")
     app.state.daemon = daemon
+    answers = AnswerCache()
     registry = CollectorRegistry()
     registry.register(DaemonCollector(daemon))
 
@@ -174,7 +176,7 @@ def create_app(daemon: Daemon) -> FastAPI:
             return run.totals
         if run.status != "running":
             return None
-        return run_energy(session, run, daemon.settings.interval)["total"]
+        return _energy_of(session, run)["total"]
 
     @app.get("/api/v1/runs/{run_id}")
     def get_one(run_id: str) -> dict[str, Any]:
@@ -215,9 +217,12 @@ def create_app(daemon: Daemon) -> FastAPI:
         ended = run_summary_["ended_at"]
         await asyncio.to_thread(daemon.sampler.wait_written, ended + 0.3, SETTLE_WAIT_S)
 
+        # The energy is computed beside the writer, not in it: a long run's answer must not hold up samples.
+        total = (await asyncio.to_thread(_energy, run_id))["total"]
+
         def totals_job(session: Session) -> dict[str, Any]:
             run = get_run(session, run_id)
-            run.totals = run_energy(session, run, daemon.settings.interval)["total"]
+            run.totals = total
             return run_summary(run, run.totals)
 
         return await write(totals_job)
@@ -229,11 +234,15 @@ def create_app(daemon: Daemon) -> FastAPI:
         if ended is not None and time.time() - ended < 10 * SETTLE_WAIT_S:
             await asyncio.to_thread(daemon.sampler.wait_written, ended + 0.3, SETTLE_WAIT_S)
 
-        def compute() -> dict[str, Any]:
-            with daemon.sessions() as session:
-                return run_energy(session, get_run(session, run_id), daemon.settings.interval)
+        return await asyncio.to_thread(_energy, run_id)
 
-        return await asyncio.to_thread(compute)
+    def _energy(run_id: str) -> dict[str, Any]:
+        with daemon.sessions() as session:
+            return _energy_of(session, get_run(session, run_id))
+
+    def _energy_of(session: Session, run: Run) -> dict[str, Any]:
+        key = answer_key(session, run, time.time())
+        return answers.get_or_compute(key, lambda: run_energy(session, run, daemon.settings.interval))
 
     @app.get("/api/v1/runs/{run_id}/samples")
     def run_samples(run_id: str, device: str, start: float | None = None, end: float | None = None,
