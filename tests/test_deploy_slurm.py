@@ -223,8 +223,9 @@ def test_shell_scripts_parse(script: Path) -> None:
 
 
 FAKE_SRUN = """#!/bin/bash
-# Stands in for srun on a one-node allocation: records its arguments, then runs the task here.
-printf '%q ' "$@" >> "$FAKE_SRUN_LOG"; echo >> "$FAKE_SRUN_LOG"
+# Stands in for srun on a one-node allocation: records its arguments (one file per step, since steps run at
+# once and a long line appended by two of them could interleave), then runs the task here.
+printf '%q ' "$@" > "$(mktemp "$FAKE_SRUN_LOG/step.XXXXXX")"
 while [[ $# -gt 0 && $1 == --* ]]; do shift; done
 exec "$@"
 """
@@ -239,13 +240,14 @@ def test_with_srun_the_daemon_and_the_trainer_run_as_steps(tmp_path: Path) -> No
     fake.parent.mkdir()
     fake.write_text(FAKE_SRUN)
     fake.chmod(0o755)
-    env.update({"PATH": f"{fake.parent}:{env['PATH']}", "FAKE_SRUN_LOG": str(tmp_path / "srun.log")})
+    (tmp_path / "srun-steps").mkdir()
+    env.update({"PATH": f"{fake.parent}:{env['PATH']}", "FAKE_SRUN_LOG": str(tmp_path / "srun-steps")})
     done = _run_template(env, tmp_path)
     out = done.stdout + done.stderr
     assert done.returncode == 0, out
     assert "starting a daemon for this job" in out and "trained 4242" in out
     assert not _answers(port)
-    steps = (tmp_path / "srun.log").read_text().splitlines()
+    steps = [f.read_text() for f in (tmp_path / "srun-steps").iterdir()]
     assert len(steps) == 3, steps
     # the daemon step runs in the background, so it may log after the wait step
     (daemon_step,) = [s for s in steps if "--job-name=joulemeter-daemon " in s]
