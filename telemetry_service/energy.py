@@ -74,14 +74,21 @@ def counter_points(update_t: ArrayLike, energy: ArrayLike) -> tuple[FloatArray, 
     u, e = u[ok], e[ok]
     if u.size == 0:
         return u, e
-    order = np.argsort(u, kind="stable")
-    u, e = u[order], e[order]
+    u, e = _sorted_by(u, e)
     keep = np.ones(u.size, dtype=bool)
     keep[1:] = e[1:] != e[:-1]
     u, e = u[keep], e[keep]
     keep = np.ones(u.size, dtype=bool)
     keep[1:] = np.diff(u) > 0
     return u[keep], e[keep]
+
+
+def _sorted_by(key: FloatArray, other: FloatArray) -> tuple[FloatArray, FloatArray]:
+    """Both arrays in the order of `key` (stable); series from the ledger already are, and skip the sort."""
+    if key.size < 2 or bool(np.all(key[1:] >= key[:-1])):
+        return key, other
+    order = np.argsort(key, kind="stable")
+    return key[order], other[order]
 
 
 # --- power, integrated with jumps at phase boundaries ------------------------------------------------------
@@ -129,9 +136,7 @@ def power_curve(t: ArrayLike, p: ArrayLike, boundaries: ArrayLike = ()) -> Power
     t = np.asarray(t, dtype=np.float64)
     p = np.asarray(p, dtype=np.float64)
     ok = np.isfinite(t) & np.isfinite(p)
-    t, p = t[ok], p[ok]
-    order = np.argsort(t, kind="stable")
-    t, p = t[order], p[order]
+    t, p = _sorted_by(t[ok], p[ok])
     if t.size == 0:
         empty = np.empty(0)
         return PowerCurve(empty, empty, empty, empty)
@@ -144,11 +149,14 @@ def power_curve(t: ArrayLike, p: ArrayLike, boundaries: ArrayLike = ()) -> Power
     after = np.searchsorted(t, b, side="left")
     left = np.where(seg[before] == j, p[before], interp)
     right = np.where(seg[np.minimum(after, t.size - 1)] == j + 1, p[np.minimum(after, t.size - 1)], interp)
-    knots = np.concatenate([t, b])
-    lefts = np.concatenate([p, left])
-    rights = np.concatenate([p, right])
-    order = np.argsort(knots, kind="stable")
-    knots, lefts, rights = knots[order], lefts[order], rights[order]
+    # Both are sorted: place each boundary after the samples at or before it, no sort needed.
+    at = np.searchsorted(t, b, side="right") + np.arange(b.size)
+    is_sample = np.ones(t.size + b.size, dtype=bool)
+    is_sample[at] = False
+    knots, lefts, rights = (np.empty(t.size + b.size) for _ in range(3))
+    knots[is_sample], knots[at] = t, b
+    lefts[is_sample], lefts[at] = p, left
+    rights[is_sample], rights[at] = p, right
     areas = 0.5 * (rights[:-1] + lefts[1:]) * np.diff(knots)
     cum = np.concatenate([[0.0], np.cumsum(areas)])
     return PowerCurve(knots, lefts, rights, cum)
@@ -241,10 +249,13 @@ def device_energy_at(series: DeviceSeries, queries: ArrayLike, boundaries: Array
 
 def find_gaps(t: ArrayLike, max_gap: float) -> list[tuple[float, float]]:
     """Stretches longer than `max_gap` without a sample (the daemon was down, or a sensor failed)."""
-    t = np.sort(np.asarray(t, dtype=np.float64))
+    t = np.asarray(t, dtype=np.float64)
     if t.size < 2:
         return []
     d = np.diff(t)
+    if (d < 0).any():  # series come sorted from the ledger; sort only what is not
+        t = np.sort(t)
+        d = np.diff(t)
     idx = np.nonzero(d > max_gap)[0]
     return [(float(t[i]), float(t[i + 1])) for i in idx]
 

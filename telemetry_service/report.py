@@ -75,26 +75,43 @@ def _gap_threshold(interval: float | None) -> float:
     return max(1.0, 10.0 * (interval or 0.1))
 
 
+def _load_phases(session: Session, run_pk: int) -> tuple[list[str], Any, Any, Any, Any]:
+    """A run's phases as arrays (name index, start, end, node); names in the order they first occur."""
+    table = Phase.__table__.c
+    query = select(table.name, table.start, table.end, table.node_id).where(table.run_pk == int(run_pk))
+    conn = session.connection()
+    # A long run has a hundred thousand phases: read them through the driver's cursor, unordered (the unique
+    # index covers these columns), skipping the per-row work of a result object.
+    cursor = conn.connection.cursor()
+    try:
+        cursor.execute(str(query.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True})))
+        rows = cursor.fetchall()
+    finally:
+        cursor.close()
+    if not rows:
+        empty = np.empty(0)
+        return [], empty.astype(np.int64), empty, empty, empty.astype(np.int64)
+    name, start, end, node = zip(*rows)
+    index: dict[str, int] = {}
+    p_name = np.fromiter((index.setdefault(x, len(index)) for x in name), dtype=np.int64, count=len(name))
+    p_start = np.array(start, dtype=np.float64)
+    first = np.full(len(index), np.inf)
+    np.minimum.at(first, p_name, p_start)
+    order = np.argsort(first, kind="stable")
+    rank = np.empty_like(order)
+    rank[order] = np.arange(order.size)
+    names = list(index)
+    return ([names[i] for i in order], rank[p_name], p_start, np.array(end, dtype=np.float64),
+            np.array(node, dtype=np.int64))
+
+
 def run_energy(session: Session, run: Run, sample_interval: float | None = None, now: float | None = None) -> dict[str, Any]:
     """The energy answer of the REST contract: totals and per phase name, every figure with its method."""
     now = now or time.time()
     t0, t1 = run_span(run, now)
     devices = [d for d in run_devices(session, run) if d.kind != "host"]
-    table = Phase.__table__.c
-    # Core, not ORM: a long run has a hundred thousand phases and only four columns matter here.
-    phases = session.connection().execute(select(table.name, table.start, table.end, table.node_id)
-                                          .where(table.run_pk == run.id).order_by(table.start)).all()
-    names: list[str] = []
-    name_index: dict[str, int] = {}
-    for name, *_ in phases:
-        if name not in name_index:
-            name_index[name] = len(names)
-            names.append(name)
+    names, p_name, p_start, p_end, p_node = _load_phases(session, run.id)
     n = len(names)
-    p_name = np.array([name_index[p[0]] for p in phases], dtype=np.int64)
-    p_start = np.array([p[1] for p in phases], dtype=np.float64)
-    p_end = np.array([p[2] for p in phases], dtype=np.float64)
-    p_node = np.array([p[3] for p in phases], dtype=np.int64)
 
     phase_energy = np.zeros(n)
     phase_var = np.zeros(n)
