@@ -1,0 +1,78 @@
+"""Tables for the terminal (rich): energy per phase of a run, and the comparison of models. Both fit 80 columns."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich import box
+from rich.table import Table
+
+# Display order and depth of the phases the trainer marks (see loop.py); other names follow, unindented.
+PHASE_TREE: list[tuple[str, int]] = [
+    ("epoch", 0), ("train_step", 1), ("data_load", 2), ("teacher_forward", 2), ("student_forward", 2),
+    ("loss", 2), ("backward", 2), ("optimizer_step", 2), ("eval", 1), ("checkpoint", 1), ("inference", 0),
+]
+SHORT_TITLES = {"teacher": "teacher", "baseline": "student CE", "distilled": "student KD"}
+
+
+def _num(value: float | None, fmt: str) -> str:
+    return "–" if value is None else format(value, fmt)
+
+
+def joules(value: float | None) -> str:
+    if value is None:
+        return "–"
+    return f"{value:,.1f}" if abs(value) >= 10 else f"{value:.3g}"
+
+
+def _table(title: str, caption: str | None = None) -> Table:
+    return Table(title=title, caption=caption, title_justify="left", caption_justify="left", box=box.SIMPLE_HEAD,
+                 pad_edge=False, padding=(0, 1, 0, 1), collapse_padding=True)
+
+
+def phase_table(energy: dict[str, Any], title: str) -> Table:
+    table = _table(title, "Phases nest (indented under their parent); `short`: shorter than the sensor's update "
+                          "period, so known only over many repeats.")
+    for col in ["phase", "count", "time s", "energy J", "avg W", "% run", "method", "note"]:
+        table.add_column(col, justify="left" if col in ("phase", "method", "note") else "right", no_wrap=True)
+    total = energy.get("total", {}).get("energy_j") or 0.0
+    rows = {r["name"]: r for r in energy.get("phases", [])}
+    known = dict(PHASE_TREE)
+    order = [(n, d) for n, d in PHASE_TREE if n in rows] + [(n, 0) for n in rows if n not in known]
+    for name, depth in order:
+        r = rows[name]
+        notes = [flag for flag, on in (("short", r.get("short")), ("incomplete", r.get("complete") is False)) if on]
+        share = 100.0 * r["energy_j"] / total if total else None
+        table.add_row("  " * depth + name, str(r["count"]), _num(r["duration_s"], ".2f"), joules(r["energy_j"]),
+                      _num(r.get("avg_power_w"), ".1f"), _num(share, ".1f"), r.get("method") or "–", ", ".join(notes))
+    t = energy.get("total", {})
+    table.add_section()
+    table.add_row("run", "", _num(t.get("duration_s"), ".2f"), joules(t.get("energy_j")),
+                  _num(t.get("avg_power_w"), ".1f"), "100.0" if total else "–", t.get("method") or "–", "")
+    return table
+
+
+def comparison_table(rows: list[dict[str, Any]], title: str = "Comparison") -> Table:
+    methods = {m for r in rows for m in (r["train_method"], r["inference_method"]) if m}
+    single = len(methods) <= 1
+    models = ", ".join(f"{SHORT_TITLES.get(r['role'], r['role'])} = {r['model']}" for r in rows)
+    caption = (f"{models}. train J: the epochs (training, per-epoch eval, checkpoints); +teacher J: adds the "
+               "teacher's training; J/1k inf.: the final held-out passes, per 1 000 examples.")
+    if single and methods:
+        caption += f" Energy method: {next(iter(methods))}."
+    table = _table(title, caption)
+    cols = ["model", "acc.", "F1", "params", "train J", "J/example", "+teacher J", "J/1k inf."]
+    if not single:
+        cols.append("method (train/inf.)")
+    for col in cols:
+        table.add_column(col, justify="left" if col.startswith(("model", "method")) else "right", no_wrap=True)
+    for r in rows:
+        params = r["parameters"]
+        cells = [SHORT_TITLES.get(r["role"], r["role"]), f"{r['accuracy']:.4f}", f"{r['f1']:.4f}",
+                 f"{params / 1e3:,.0f}k" if params < 10**7 else f"{params / 1e6:,.1f}M", joules(r["train_energy_j"]),
+                 _num(r["train_j_per_sample"], ".3g"), joules(r["total_with_teacher_j"]),
+                 joules(r["inference_j_per_1k"])]
+        if not single:
+            cells.append(f"{r['train_method'] or '–'} / {r['inference_method'] or '–'}")
+        table.add_row(*cells)
+    return table
