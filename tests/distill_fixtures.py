@@ -4,13 +4,16 @@
 from __future__ import annotations
 
 import contextlib
+import csv
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-FEATURE_PHASES = {"epoch", "train_step", "data_load", "teacher_forward", "student_forward", "loss", "backward",
+import pytest
+
+REQUIRED_PHASES = {"epoch", "train_step", "data_load", "teacher_forward", "student_forward", "loss", "backward",
                   "optimizer_step", "eval", "checkpoint"}
 
 
@@ -104,3 +107,93 @@ class RecordingFactory:
 
     def by_role(self, role: str) -> RecordingTelemetry:
         return next(r for r in self.runs if r.tags.get("role") == role)
+
+
+# --- tiny models and data -------------------------------------------------------------------------------------
+
+@dataclass
+class Tiny:
+    tokenizer: Any
+    data: Any  # TokenizedData
+
+    def teacher(self, seed: int = 0, layers: int = 2, hidden: int = 32) -> Any:
+        from trainer.distill.models import tiny_bert
+
+        return tiny_bert(len(self.tokenizer), layers=layers, hidden=hidden, heads=2, num_labels=2, max_positions=32,
+                         seed=seed)
+
+    def student(self, seed: int = 1) -> Any:
+        from trainer.distill.models import tiny_bert
+
+        return tiny_bert(len(self.tokenizer), layers=1, hidden=16, heads=2, num_labels=2, max_positions=32, seed=seed)
+
+
+def make_tiny(folder: Path, train: int = 160, held_out: int = 80, seed: int = 0) -> Tiny:
+    import torch
+
+    from trainer.distill import data as data_mod
+
+    # Models this small gain nothing from a second intra-op thread, and on a busy machine lose a lot to it.
+    torch.set_num_threads(1)
+    text = data_mod.synthetic_text(train, held_out, seed)
+    tokenizer = data_mod.build_wordpiece_tokenizer(list(text.train["text"]), folder / "tokenizer")
+    return Tiny(tokenizer=tokenizer, data=data_mod.tokenize(text, tokenizer, max_length=32))
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Callable[[], Any], Any, Any]:
+    """(teacher with 2 layers of width 32, a factory of 1-layer width-16 students, tokenizer, data): untrained."""
+    tiny = make_tiny(tmp_path_factory.mktemp("tiny"))
+    return tiny.teacher(), tiny.student, tiny.tokenizer, tiny.data
+
+
+@dataclass
+class ModelFolders:
+    teacher: Path
+    student: Path
+    other_student: Path  # same architecture, a tokenizer with a different vocabulary
+    csv: Path
+
+
+def save_model_folders(root: Path) -> ModelFolders:
+    """Tiny teacher and student saved as a user's local checkpoints would be (config, weights, tokenizer), and a
+    CSV data file with text,label."""
+    from trainer.distill import data as data_mod
+    from trainer.distill.models import tiny_bert
+
+    tiny = make_tiny(root / "shared")
+    other_tok = data_mod.build_wordpiece_tokenizer(["an entirely different corpus", "with other words"],
+                                                   root / "other-tokenizer")
+    out = ModelFolders(root / "teacher", root / "student", root / "other-student", root / "reviews.csv")
+    tiny_bert(len(tiny.tokenizer), layers=4, hidden=32, heads=2, num_labels=2, max_positions=64,
+              seed=0).save_pretrained(out.teacher)
+    tiny.tokenizer.save_pretrained(out.teacher)
+    tiny_bert(len(tiny.tokenizer), layers=2, hidden=16, heads=2, num_labels=2, max_positions=64,
+              seed=1).save_pretrained(out.student)
+    tiny.tokenizer.save_pretrained(out.student)
+    tiny_bert(len(tiny.tokenizer), layers=2, hidden=16, heads=2, num_labels=2, max_positions=64,
+              seed=1).save_pretrained(out.other_student)
+    other_tok.save_pretrained(out.other_student)
+    rows = data_mod.synthetic_text(60, 1, seed=3).train
+    with out.csv.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["text", "label"])
+        writer.writerows([t, "pos" if y else "neg"] for t, y in zip(rows["text"], rows["labels"]))
+    return out
+
+
+@pytest.fixture(scope="module")
+def model_folders(tmp_path_factory: pytest.TempPathFactory) -> ModelFolders:
+    return save_model_folders(tmp_path_factory.mktemp("models"))
+
+
+def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    """Runs `joulemeter-train` in this process; argparse's SystemExit is turned into a return code."""
+    from trainer.cli import main
+
+    try:
+        code = main(argv)
+    except SystemExit as exc:
+        code = int(exc.code) if isinstance(exc.code, int) else 1
+    out, err = capsys.readouterr()
+    return code, out, err

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.distill_fixtures import RecordingTelemetry
+from tests.distill_fixtures import RecordingTelemetry, tiny_data  # noqa: F401  (fixture)
 from trainer.distill.checkpoints import BEST, checkpoint_dirs
 from trainer.distill.loop import KDSettings, Trainee, TrainSettings, train
 from trainer.distill.losses import make_connector

@@ -8,6 +8,7 @@ Heavy imports (torch, transformers, datasets) wait until the arguments are known
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -20,6 +21,8 @@ def _bounded(kind: Callable[[str], float], lo: float | None = None, hi: float | 
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"expected a finite number, got {text}")
         too_low = lo is not None and (value <= lo if lo_open else value < lo)
         too_high = hi is not None and (value >= hi if hi_open else value > hi)
         if too_low or too_high:

@@ -163,7 +163,7 @@ def train(trainee: Trainee, data: TokenizedData, settings: TrainSettings, tc: Te
             started = time.perf_counter()
             epoch_samples = 0
             bar = tqdm(total=n_batches, desc=f"{desc} epoch {epoch + 1}/{settings.epochs}", unit="batch",
-                       leave=False, dynamic_ncols=True)
+                       leave=False, dynamic_ncols=True, disable=None)  # None: a bar only on a terminal
             while remaining:
                 group = min(settings.accumulation, remaining)
                 sums = {"loss": 0.0, "ce": 0.0, "kd": 0.0, "feat": 0.0}
