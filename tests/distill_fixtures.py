@@ -44,7 +44,7 @@ class RecordingTelemetry:
         self.entered = True
         return self
 
-    def __exit__(self, exc_type: Any, *_: Any) -> None:
+    def __exit__(self, exc_type: Any, *_: object) -> None:
         if self.stopped is None:
             self.stop(status="failed" if exc_type else "completed")
 

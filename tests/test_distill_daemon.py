@@ -57,9 +57,9 @@ def test_phases_and_metrics_arrive_at_the_daemon(model_folders, daemon_factory, 
             "--lr", "1e-3", "--feat-beta", "1", "--output-dir", str(tmp_path / "out"), "--cpu-threads", "1",
             "--telemetry-url", daemon.url, "--run-name", "phase-check"]
     opts = Options.from_args(build_parser().parse_args(argv))
-    console = Console(file=open(tmp_path / "stdout.txt", "w"), width=100)
-    [outcome] = run_distill(opts, console=console)
-    console.file.close()
+    with open(tmp_path / "stdout.txt", "w") as out:
+        console = Console(file=out, width=100)
+        [outcome] = run_distill(opts, console=console)
 
     with daemon.client() as http:
         run = http.get(f"/api/v1/runs/{outcome.run_id}").json()

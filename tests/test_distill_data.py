@@ -54,6 +54,7 @@ def test_project_tokenizer_is_deterministic_and_never_unknown(tmp_path: Path) ->
     a = data_mod.build_wordpiece_tokenizer(texts, tmp_path / "a")
     b = data_mod.build_wordpiece_tokenizer(list(reversed(texts)), tmp_path / "b")
     assert (tmp_path / "a" / "vocab.txt").read_text() == (tmp_path / "b" / "vocab.txt").read_text()
+    assert a.get_vocab() == b.get_vocab()
     ids = a("The BATTERY was not unreliable")["input_ids"]
     assert a.unk_token_id not in ids and ids[0] == a.cls_token_id and ids[-1] == a.sep_token_id
     assert a.tokenize("honestly the blender was superb") == ["honestly", "the", "blender", "was", "superb"]

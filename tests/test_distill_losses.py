@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from trainer.distill.errors import UsageError
-from trainer.distill.losses import (distill_loss, feature_mse, kd_kl, make_connector, pool, response_kd_loss)
+from trainer.distill.losses import distill_loss, feature_mse, kd_kl, make_connector, pool, response_kd_loss
 from trainer.distill.models import resolve_layer, tiny_bert
 
 

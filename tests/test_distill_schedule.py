@@ -42,7 +42,7 @@ def test_warmup_then_linear_decay_to_zero() -> None:
     assert linear_factor(100, 2, 8) == 0.0
 
 
-def test_loop_takes_the_scheduled_steps_and_marks_every_phase(tiny_data, tmp_path: Path) -> None:
+def test_loop_takes_the_scheduled_steps_and_marks_every_phase(tiny_data, tmp_path: Path) -> None:  # noqa: F811
     teacher, student_factory, tokenizer, data = tiny_data
     student = student_factory()
     settings = TrainSettings(epochs=2, lr=1e-3, batch_size=8, eval_batch_size=64, accumulation=3, warmup_ratio=0.25,

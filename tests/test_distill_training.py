@@ -11,8 +11,12 @@ import pytest
 import torch
 from rich.console import Console
 
-from tests.distill_fixtures import (RecordingFactory, RecordingTelemetry, make_tiny,
-                                    model_folders)  # noqa: F401  (fixture)
+from tests.distill_fixtures import (
+    RecordingFactory,
+    RecordingTelemetry,
+    make_tiny,
+    model_folders,  # noqa: F401  (fixture)
+)
 from trainer.cli import build_parser
 from trainer.distill import loop
 from trainer.distill.checkpoints import checkpoint_dirs
@@ -90,9 +94,9 @@ def test_compare_measures_each_model_under_its_own_run(model_folders, tmp_path: 
                  "--epochs", "1", "--lr", "1e-3", "--batch-size", "16", "--feat-beta", "0.5", "--t-layer", "2",
                  "--s-layer", "-1", "--output-dir", str(tmp_path / "out"), "--cpu-threads", "1")
     factory = RecordingFactory()
-    console = Console(file=open(tmp_path / "stdout.txt", "w"), width=100)
-    outcomes = run_compare(opts, factory, console)
-    console.file.close()
+    with open(tmp_path / "stdout.txt", "w") as out:
+        console = Console(file=out, width=100)
+        outcomes = run_compare(opts, factory, console)
 
     assert [o.role for o in outcomes] == ["teacher", "baseline", "distilled"]
     teacher, baseline, distilled = (factory.by_role(r) for r in ("teacher", "baseline", "distilled"))

@@ -12,7 +12,7 @@ from transformers import PreTrainedModel
 
 from trainer.distill.evaluate import EvalResult
 from trainer.distill.job import Job
-from trainer.distill.loop import TrainResult, Trainee, measure_inference, train
+from trainer.distill.loop import Trainee, TrainResult, measure_inference, train
 from trainer.distill.losses import make_connector
 from trainer.distill.models import count_parameters, hidden_width
 from trainer.distill.telemetry import TelemetryFactory

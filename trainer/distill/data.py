@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from datasets import ClassLabel, Dataset, DatasetDict, load_dataset, load_from_disk
 from torch import Tensor
-from transformers import BertTokenizerFast, PreTrainedTokenizerBase
+from transformers import BertTokenizerFast, PreTrainedTokenizerBase  # type: ignore[attr-defined]  # lazy export
 
 from trainer.distill import synthetic
 from trainer.distill.errors import UsageError
@@ -148,14 +148,9 @@ def _read_local(path: Path, train_split: str, eval_split: str, seed: int) -> tup
 
 def _read_hub(name: str, train_split: str, eval_split: str) -> tuple[Dataset, Dataset]:
     try:
-        train = load_dataset(name, split=train_split)
-        held_out = load_dataset(name, split=eval_split)
+        return load_dataset(name, split=train_split), load_dataset(name, split=eval_split)
     except Exception as exc:  # datasets raises many types (connection, missing split, unknown name)
         raise UsageError(f"cannot load the data set {name!r}: {str(exc).splitlines()[0] if str(exc) else exc!r}") from exc
-    make_text = HUB_PRESETS.get(name)
-    if make_text is not None:
-        train, held_out = train.map(make_text), held_out.map(make_text)
-    return train, held_out
 
 
 def _subsample(ds: Dataset, n: int | None, seed: int) -> Dataset:
@@ -201,15 +196,20 @@ def load_text(source: str, train_split: str = "train", eval_split: str = "test",
     """Texts and integer labels from any supported source (not tokenised)."""
     if source == SYNTHETIC:
         return synthetic_text(max_train, max_eval, seed)
-    if looks_like_path(source) or Path(source).exists():
+    is_local = looks_like_path(source) or Path(source).exists()
+    if is_local:
         train, held_out = _read_local(Path(source), train_split, eval_split, seed)
     else:
         train, held_out = _read_hub(source, train_split, eval_split)
+    train, held_out, names = normalise_labels(train, held_out, source)
+    # Subsample before building texts: amazon_polarity's training split alone has 3.6 million rows.
+    train, held_out = _subsample(train, max_train, seed), _subsample(held_out, max_eval, seed)
+    make_text = None if is_local else HUB_PRESETS.get(source)
+    if make_text is not None:
+        train, held_out = train.map(make_text), held_out.map(make_text)
     if "text" not in train.column_names:
         raise UsageError(f"{source} has no 'text' column (columns: {train.column_names})")
-    train, held_out, names = normalise_labels(train, held_out, source)
-    return TextData(train=_subsample(train, max_train, seed), eval=_subsample(held_out, max_eval, seed),
-                    label_names=names, source=source)
+    return TextData(train=train, eval=held_out, label_names=names, source=source)
 
 
 def tokenize(text: TextData, tokenizer: PreTrainedTokenizerBase, max_length: int) -> TokenizedData:

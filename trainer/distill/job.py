@@ -16,8 +16,15 @@ from trainer.distill import data as data_mod
 from trainer.distill.data import TokenizedData
 from trainer.distill.errors import UsageError
 from trainer.distill.loop import KDSettings, TrainSettings
-from trainer.distill.models import (check_tokenizers_agree, check_vocab_fits, count_parameters, hidden_width,
-                                    load_classifier, load_tokenizer, num_hidden_states, resolve_layer, tiny_bert)
+from trainer.distill.models import (
+    check_tokenizers_agree,
+    check_vocab_fits,
+    count_parameters,
+    load_classifier,
+    load_tokenizer,
+    resolve_layer,
+    tiny_bert,
+)
 from trainer.distill.options import Options
 from trainer.distill.precision import Precision, pick_device, pick_precision
 
@@ -140,9 +147,3 @@ def prepare(opts: Options) -> Job:
                teacher_label=t_label, student_label=s_label, device=device, precision=precision,
                student_train=_train_settings(opts, opts.epochs, opts.lr), teacher_train=teacher_train, kd=kd,
                output_dir=output_dir)
-
-
-def describe_layers(job: Job, student: PreTrainedModel) -> str:
-    return (f"teacher hidden state {job.kd.t_layer} of {num_hidden_states(job.teacher)} (width "
-            f"{hidden_width(job.teacher)}), student hidden state {job.kd.s_layer} of {num_hidden_states(student)} "
-            f"(width {hidden_width(student)})")

@@ -12,12 +12,13 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, set_seed
@@ -25,7 +26,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase, set_seed
 from trainer.distill import checkpoints
 from trainer.distill.data import TokenizedData, pad_collate
 from trainer.distill.evaluate import EvalResult, evaluate
-from trainer.distill.losses import Pool, distill_loss, feature_mse, response_kd_loss
+from trainer.distill.losses import DistillLoss, Pool, distill_loss, feature_mse, response_kd_loss
 from trainer.distill.precision import Precision
 from trainer.distill.schedule import total_steps, warmup_linear_decay, warmup_steps
 from trainer.distill.telemetry import Telemetry
@@ -90,7 +91,8 @@ class Trainee:
 
 def _param_groups(trainee: Trainee, weight_decay: float) -> list[dict[str, Any]]:
     """No weight decay on biases and LayerNorm weights (as in BERT), decay on everything else."""
-    decay, no_decay = [], []
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
     modules: list[nn.Module] = [trainee.model] + ([trainee.connector] if trainee.connector is not None else [])
     for module in modules:
         for name, p in module.named_parameters():
@@ -112,47 +114,114 @@ def eval_loader(data: TokenizedData, batch_size: int, pad_id: int) -> DataLoader
     return DataLoader(data.eval, batch_size=batch_size, shuffle=False, collate_fn=pad_collate(pad_id))
 
 
+@dataclass(frozen=True)
+class _Teacher:
+    """The frozen teacher of a distillation and what to take from it."""
+    model: PreTrainedModel
+    kd: KDSettings
+    want_hidden: bool  # feature KD is on: both models return their hidden states
+
+
+@dataclass
+class _Run:
+    """What one training shares between its steps."""
+    trainee: Trainee
+    tc: Telemetry
+    device: torch.device
+    precision: Precision
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler | None
+    settings: TrainSettings
+    teacher: _Teacher | None
+
+    def micro_batch(self, batches: Iterator[dict[str, Tensor]], step: int, group: int) -> tuple[DistillLoss, int]:
+        """One batch: load, forward (teacher, then the trainee), loss, backward; each a phase of its own."""
+        tc, device = self.tc, self.device
+        with tc.phase("data_load", step=step):
+            batch = next(batches)
+            ids = batch["input_ids"].to(device, non_blocking=True)
+            mask = batch["attention_mask"].to(device, non_blocking=True)
+            labels = batch["labels"].to(device, non_blocking=True)
+        teacher = self.teacher
+        hidden = teacher is not None and teacher.want_hidden
+        with self.precision.autocast(device):
+            t_out = None
+            if teacher is not None:
+                with tc.phase("teacher_forward", step=step), torch.no_grad():
+                    t_out = teacher.model(input_ids=ids, attention_mask=mask, output_hidden_states=hidden)
+            with tc.phase(f"{self.trainee.role}_forward", step=step):
+                s_out = self.trainee.model(input_ids=ids, attention_mask=mask, output_hidden_states=hidden)
+            with tc.phase("loss", step=step):
+                if teacher is None or t_out is None:
+                    loss = distill_loss(response_kd_loss(s_out.logits, labels, None, 1.0, 1.0), None, 0.0)
+                else:
+                    kd = teacher.kd
+                    response = response_kd_loss(s_out.logits, labels, t_out.logits, kd.alpha, kd.temperature)
+                    feat = None
+                    if hidden and self.trainee.connector is not None:
+                        feat = feature_mse(s_out.hidden_states[kd.s_layer], t_out.hidden_states[kd.t_layer], mask,
+                                           self.trainee.connector, kd.pool, kd.normalize)
+                    loss = distill_loss(response, feat, kd.beta)
+        with tc.phase("backward", step=step):
+            scaled = loss.total / group  # the mean over the group's batches, as one large batch would give
+            (self.scaler.scale(scaled) if self.scaler is not None else scaled).backward()
+        return loss, int(labels.shape[0])
+
+    def optimizer_step(self, step: int) -> float:
+        """Unscale, clip, step, advance the schedule; returns the learning rate the step used."""
+        with self.tc.phase("optimizer_step", step=step):
+            if self.scaler is not None:
+                self.scaler.unscale_(self.optimizer)
+            if self.settings.max_grad_norm > 0:
+                torch.nn.utils.clip_grad_norm_(self.trainee.parameters(), self.settings.max_grad_norm)
+            lr = float(self.scheduler.get_last_lr()[0])
+            if self.scaler is not None:
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+            else:
+                self.optimizer.step()
+            self.scheduler.step()
+            self.optimizer.zero_grad(set_to_none=True)
+        return lr
+
+
 def train(trainee: Trainee, data: TokenizedData, settings: TrainSettings, tc: Telemetry, device: torch.device,
           precision: Precision, output_dir: Path, pad_id: int, teacher: PreTrainedModel | None = None,
           kd: KDSettings | None = None, tokenizer: PreTrainedTokenizerBase | None = None,
           desc: str = "train") -> TrainResult:
-    """Trains `trainee` in place and leaves it holding its best weights (by eval accuracy)."""
-    distilling = teacher is not None and kd is not None
-    want_hidden = distilling and kd.beta > 0.0 and trainee.connector is not None
+    """Trains `trainee` in place and leaves it holding its best weights (by eval accuracy). With a teacher and
+    KD settings it distils; without, it trains on the labels alone (cross-entropy)."""
     set_seed(settings.seed)
     output_dir.mkdir(parents=True, exist_ok=True)
     checkpoints.clear(output_dir)
-    log_path = output_dir / LOG_FILE
-    log_path.write_text("")
-
-    model = trainee.model.to(device)
+    model = trainee.model.to(device)  # type: ignore[arg-type]
     connector = trainee.connector.to(device) if trainee.connector is not None else None
-    if teacher is not None:
-        teacher.to(device).eval()
+    frozen: _Teacher | None = None
+    if teacher is not None and kd is not None:
+        teacher.to(device).eval()  # type: ignore[arg-type]
         teacher.requires_grad_(False)
+        frozen = _Teacher(teacher, kd, want_hidden=kd.beta > 0.0 and connector is not None)
     train_loader, held_out = _loaders(data, settings, pad_id)
     n_batches = len(train_loader)
     total = total_steps(n_batches, settings.accumulation, settings.epochs)
     warmup = warmup_steps(total, settings.warmup_ratio)
     optimizer = torch.optim.AdamW(_param_groups(trainee, settings.weight_decay), lr=settings.lr)
-    scheduler = warmup_linear_decay(optimizer, warmup, total)
-    scaler = precision.scaler(device)
-    forward_phase = f"{trainee.role}_forward"
+    run = _Run(trainee, tc, device, precision, optimizer, warmup_linear_decay(optimizer, warmup, total),
+               precision.scaler(device), settings, frozen)
     (output_dir / "hparams.json").write_text(json.dumps(
-        {"role": trainee.role, "train": asdict(settings), "kd": asdict(kd) if distilling else None,
+        {"role": trainee.role, "train": asdict(settings), "kd": asdict(kd) if frozen is not None and kd else None,
          "total_steps": total, "warmup_steps": warmup, "batches_per_epoch": n_batches,
          "device": str(device), "precision": precision.name}, indent=2))
+    shown = ("loss", "ce", "kd", "feat") if frozen is not None else ("loss", "ce")
 
-    step = 0
-    samples = 0
+    step = samples = epochs_run = bad_epochs = 0
     best: EvalResult | None = None
     best_epoch = -1
-    bad_epochs = 0
     history: list[dict[str, Any]] = []
     last: dict[str, float] = {}
     stopped_early = False
-    epochs_run = 0
-    with log_path.open("a") as log:
+    with (output_dir / LOG_FILE).open("w") as log:
         for epoch in range(settings.epochs):
             epoch_handle = tc.begin("epoch", step=epoch)
             model.train()
@@ -166,53 +235,18 @@ def train(trainee: Trainee, data: TokenizedData, settings: TrainSettings, tc: Te
                        leave=False, dynamic_ncols=True, disable=None)  # None: a bar only on a terminal
             while remaining:
                 group = min(settings.accumulation, remaining)
-                sums = {"loss": 0.0, "ce": 0.0, "kd": 0.0, "feat": 0.0}
+                sums = dict.fromkeys(shown, 0.0)
                 with tc.phase("train_step", step=step):
                     for _ in range(group):
-                        with tc.phase("data_load", step=step):
-                            batch = next(batches)
-                            ids = batch["input_ids"].to(device, non_blocking=True)
-                            mask = batch["attention_mask"].to(device, non_blocking=True)
-                            labels = batch["labels"].to(device, non_blocking=True)
-                        with precision.autocast(device):
-                            t_out = None
-                            if distilling:
-                                with tc.phase("teacher_forward", step=step), torch.no_grad():
-                                    t_out = teacher(input_ids=ids, attention_mask=mask, output_hidden_states=want_hidden)
-                            with tc.phase(forward_phase, step=step):
-                                s_out = model(input_ids=ids, attention_mask=mask, output_hidden_states=want_hidden)
-                            with tc.phase("loss", step=step):
-                                if distilling:
-                                    response = response_kd_loss(s_out.logits, labels, t_out.logits, kd.alpha,
-                                                                kd.temperature)
-                                    feat = (feature_mse(s_out.hidden_states[kd.s_layer], t_out.hidden_states[kd.t_layer],
-                                                        mask, connector, kd.pool, kd.normalize)
-                                            if want_hidden else None)
-                                    loss = distill_loss(response, feat, kd.beta)
-                                else:
-                                    loss = distill_loss(response_kd_loss(s_out.logits, labels, None, 1.0, 1.0), None, 0.0)
-                        with tc.phase("backward", step=step):
-                            scaled = loss.total / group
-                            (scaler.scale(scaled) if scaler is not None else scaled).backward()
-                        for k, v in loss.components().items():
-                            sums[k] += v / group
-                        epoch_samples += int(labels.shape[0])
-                    with tc.phase("optimizer_step", step=step):
-                        if scaler is not None:
-                            scaler.unscale_(optimizer)
-                        if settings.max_grad_norm > 0:
-                            torch.nn.utils.clip_grad_norm_(trainee.parameters(), settings.max_grad_norm)
-                        lr = scheduler.get_last_lr()[0]
-                        if scaler is not None:
-                            scaler.step(optimizer)
-                            scaler.update()
-                        else:
-                            optimizer.step()
-                        scheduler.step()
-                        optimizer.zero_grad(set_to_none=True)
+                        loss, n = run.micro_batch(batches, step, group)
+                        components = loss.components()
+                        for k in shown:
+                            sums[k] += components[k] / group
+                        epoch_samples += n
+                    lr = run.optimizer_step(step)
                 remaining -= group
                 rate = epoch_samples / max(time.perf_counter() - started, 1e-9)
-                last = {k: v for k, v in sums.items() if distilling or k in ("loss", "ce")}
+                last = sums
                 log.write(json.dumps({"epoch": epoch, "step": step, "lr": lr, **last, "samples_per_s": rate}) + "\n")
                 bar.set_postfix({**{k: f"{v:.3f}" for k, v in last.items()}, "samples/s": f"{rate:.0f}"}, refresh=False)
                 bar.update(group)
@@ -247,7 +281,7 @@ def train(trainee: Trainee, data: TokenizedData, settings: TrainSettings, tc: Te
                     tqdm.write(f"{desc}: no better eval accuracy for {bad_epochs} epoch(s); stopping early")
                     break
 
-    assert best is not None
+    assert best is not None, "at least one epoch runs"
     if best_epoch != epochs_run - 1:
         checkpoints.load_weights(output_dir / checkpoints.BEST, model, connector)
     return TrainResult(steps=step, total_steps=total, warmup_steps=warmup, epochs_run=epochs_run,
@@ -266,7 +300,7 @@ def measure_inference(model: PreTrainedModel, data: TokenizedData, batch_size: i
     """The final held-out evaluation, each pass in a phase of its own (`inference`): the model's accuracy, and
     from the daemon its energy per inference. Returns the result and the number of passes."""
     loader = eval_loader(data, batch_size, pad_id)
-    model.to(device)
+    model.to(device)  # type: ignore[arg-type]
     began = time.perf_counter()
     passes = 0
     result: EvalResult | None = None

@@ -7,11 +7,17 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any
 
 import torch
-from transformers import (AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, BertConfig,
-                          BertForSequenceClassification, PreTrainedModel, PreTrainedTokenizerBase)
+from transformers import (
+    AutoConfig,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    BertConfig,
+    BertForSequenceClassification,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
 
 from trainer.distill.errors import UsageError
 
@@ -106,7 +112,7 @@ def check_tokenizers_agree(teacher: PreTrainedTokenizerBase, student: PreTrained
 
 
 def check_vocab_fits(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, role: str) -> None:
-    size = model.get_input_embeddings().num_embeddings
+    size = int(model.config.vocab_size)
     if len(tokenizer) > size:
         raise UsageError(f"the tokenizer has {len(tokenizer)} tokens but the {role}'s embedding has only {size} rows")
 
@@ -116,7 +122,8 @@ def tiny_bert(vocab_size: int, layers: int, hidden: int, heads: int, num_labels:
     """A small BERT from a config (random weights, reproducible from `seed`): the demo's teacher and student."""
     config = BertConfig(vocab_size=vocab_size, hidden_size=hidden, num_hidden_layers=layers,
                         num_attention_heads=heads, intermediate_size=4 * hidden,
-                        max_position_embeddings=max_positions, num_labels=num_labels, hidden_dropout_prob=0.1,
+                        max_position_embeddings=max_positions, num_labels=num_labels,  # type: ignore[call-arg]
+                        hidden_dropout_prob=0.1,
                         attention_probs_dropout_prob=0.1)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

@@ -20,7 +20,7 @@ def total_steps(batches: int, accumulation: int, epochs: int) -> int:
 
 
 def warmup_steps(total: int, ratio: float) -> int:
-    return int(math.ceil(total * ratio))
+    return math.ceil(total * ratio)
 
 
 def linear_factor(step: int, warmup: int, total: int) -> float:
