@@ -35,7 +35,8 @@ class Outcome:
 
 def _measured(job: Job, role: Role, model: PreTrainedModel, factory: TelemetryFactory,
               trainee: Trainee | None, teacher: PreTrainedModel | None) -> Outcome:
-    """One run: optional training, then the held-out `inference` pass; stopped with the model's own metrics."""
+    """One run: optional training, then the held-out `inference` passes; stopped with the model's own metrics,
+    then asked for its energy."""
     label = job.teacher_label if role == "teacher" else job.student_label
     distilling = role == "distilled"
     config = {**job.hparams(), "role": role}
@@ -51,20 +52,18 @@ def _measured(job: Job, role: Role, model: PreTrainedModel, factory: TelemetryFa
             result = train(trainee, job.data, settings, tc, job.device, job.precision, job.output_dir / role,
                            job.pad_id, teacher=teacher, kd=job.kd if distilling else None, tokenizer=job.tokenizer,
                            desc=role)
-        final, passes = measure_inference(model, job.data, settings.eval_batch_size if settings else job.opts.eval_batch_size,
-                                  tc, job.device, job.precision, job.pad_id)
+        final, passes = measure_inference(model, job.data, job.opts.eval_batch_size, tc, job.device, job.precision,
+                                          job.pad_id)
         params = count_parameters(model)
         metrics: dict[str, Any] = {"accuracy": final.accuracy, "f1": final.f1, "eval_samples": final.samples,
-                                   "inference_passes": passes,
-                                   "parameters": params,
+                                   "inference_passes": passes, "parameters": params,
                                    "train_samples": result.train_samples if result else 0}
         if result is not None:
             metrics.update({"epochs": result.epochs_run, "steps": result.steps, "best_epoch": result.best_epoch,
                             **{f"final_{k}": v for k, v in result.last_losses.items()}})
         tc.stop(status="completed", metrics=metrics)
     return Outcome(role=role, model=label, parameters=params, eval=final, inference_passes=passes, train=result,
-                   run_id=tc.run_id,
-                   energy=tc.energy())
+                   run_id=tc.run_id, energy=tc.energy())
 
 
 def teacher_outcome(job: Job, factory: TelemetryFactory) -> Outcome:

@@ -31,17 +31,18 @@ def _table(title: str, caption: str | None = None) -> Table:
 
 
 def phase_table(energy: dict[str, Any], title: str) -> Table:
-    table = _table(title, "Phases nest (indented under their parent); `short`: shorter than the sensor's update "
-                          "period, so known only over many repeats.")
+    table = _table(title, "Phases nest (indented under their parent). short: shorter than the sensor's update "
+                          "period, so known only over many repeats; partial: samples do not cover all of it.")
     for col in ["phase", "count", "time s", "energy J", "avg W", "% run", "method", "note"]:
-        table.add_column(col, justify="left" if col in ("phase", "method", "note") else "right", no_wrap=True)
+        table.add_column(col, justify="left" if col in ("phase", "method", "note") else "right",
+                         no_wrap=col != "note", overflow="fold")
     total = energy.get("total", {}).get("energy_j") or 0.0
     rows = {r["name"]: r for r in energy.get("phases", [])}
     known = dict(PHASE_TREE)
     order = [(n, d) for n, d in PHASE_TREE if n in rows] + [(n, 0) for n in rows if n not in known]
     for name, depth in order:
         r = rows[name]
-        notes = [flag for flag, on in (("short", r.get("short")), ("incomplete", r.get("complete") is False)) if on]
+        notes = [flag for flag, on in (("short", r.get("short")), ("partial", r.get("complete") is False)) if on]
         share = 100.0 * r["energy_j"] / total if total else None
         table.add_row("  " * depth + name, str(r["count"]), _num(r["duration_s"], ".2f"), joules(r["energy_j"]),
                       _num(r.get("avg_power_w"), ".1f"), _num(share, ".1f"), r.get("method") or "–", ", ".join(notes))
@@ -52,27 +53,28 @@ def phase_table(energy: dict[str, Any], title: str) -> Table:
     return table
 
 
+def _params(n: int) -> str:
+    return f"{n / 1e3:,.0f}k" if n < 10**6 else f"{n / 1e6:,.1f}M"
+
+
 def comparison_table(rows: list[dict[str, Any]], title: str = "Comparison") -> Table:
+    def name(r: dict[str, Any]) -> str:
+        return SHORT_TITLES.get(r["role"], r["role"])
+
     methods = {m for r in rows for m in (r["train_method"], r["inference_method"]) if m}
-    single = len(methods) <= 1
-    models = ", ".join(f"{SHORT_TITLES.get(r['role'], r['role'])} = {r['model']}" for r in rows)
+    models = ", ".join(f"{name(r)} = {r['model']}" for r in rows)
     caption = (f"{models}. train J: the epochs (training, per-epoch eval, checkpoints); +teacher J: adds the "
                "teacher's training; J/1k inf.: the final held-out passes, per 1 000 examples.")
-    if single and methods:
+    if len(methods) == 1:
         caption += f" Energy method: {next(iter(methods))}."
+    elif methods:
+        caption += " Energy methods (train / inference): " + "; ".join(
+            f"{name(r)} {r['train_method'] or '–'} / {r['inference_method'] or '–'}" for r in rows) + "."
     table = _table(title, caption)
-    cols = ["model", "acc.", "F1", "params", "train J", "J/example", "+teacher J", "J/1k inf."]
-    if not single:
-        cols.append("method (train/inf.)")
-    for col in cols:
-        table.add_column(col, justify="left" if col.startswith(("model", "method")) else "right", no_wrap=True)
+    for col in ["model", "acc.", "F1", "params", "train J", "J/example", "+teacher J", "J/1k inf."]:
+        table.add_column(col, justify="left" if col == "model" else "right", no_wrap=True)
     for r in rows:
-        params = r["parameters"]
-        cells = [SHORT_TITLES.get(r["role"], r["role"]), f"{r['accuracy']:.4f}", f"{r['f1']:.4f}",
-                 f"{params / 1e3:,.0f}k" if params < 10**7 else f"{params / 1e6:,.1f}M", joules(r["train_energy_j"]),
-                 _num(r["train_j_per_sample"], ".3g"), joules(r["total_with_teacher_j"]),
-                 joules(r["inference_j_per_1k"])]
-        if not single:
-            cells.append(f"{r['train_method'] or '–'} / {r['inference_method'] or '–'}")
-        table.add_row(*cells)
+        table.add_row(name(r), f"{r['accuracy']:.4f}", f"{r['f1']:.4f}", _params(r["parameters"]),
+                      joules(r["train_energy_j"]), _num(r["train_j_per_sample"], ".3g"),
+                      joules(r["total_with_teacher_j"]), joules(r["inference_j_per_1k"]))
     return table
