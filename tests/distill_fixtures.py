@@ -152,6 +152,7 @@ class ModelFolders:
     teacher: Path
     student: Path
     other_student: Path  # same architecture, a tokenizer with a different vocabulary
+    bare_teacher: Path  # an encoder without a classification head, as bert-base-uncased on the hub
     csv: Path
 
 
@@ -164,7 +165,8 @@ def save_model_folders(root: Path) -> ModelFolders:
     tiny = make_tiny(root / "shared")
     other_tok = data_mod.build_wordpiece_tokenizer(["an entirely different corpus", "with other words"],
                                                    root / "other-tokenizer")
-    out = ModelFolders(root / "teacher", root / "student", root / "other-student", root / "reviews.csv")
+    out = ModelFolders(root / "teacher", root / "student", root / "other-student", root / "bare-teacher",
+                       root / "reviews.csv")
     tiny_bert(len(tiny.tokenizer), layers=4, hidden=32, heads=2, num_labels=2, max_positions=64,
               seed=0).save_pretrained(out.teacher)
     tiny.tokenizer.save_pretrained(out.teacher)
@@ -174,6 +176,9 @@ def save_model_folders(root: Path) -> ModelFolders:
     tiny_bert(len(tiny.tokenizer), layers=2, hidden=16, heads=2, num_labels=2, max_positions=64,
               seed=1).save_pretrained(out.other_student)
     other_tok.save_pretrained(out.other_student)
+    bare = tiny_bert(len(tiny.tokenizer), layers=4, hidden=32, heads=2, num_labels=2, max_positions=64, seed=0)
+    bare.bert.save_pretrained(out.bare_teacher)
+    tiny.tokenizer.save_pretrained(out.bare_teacher)
     rows = data_mod.synthetic_text(60, 1, seed=3).train
     with out.csv.open("w", newline="") as f:
         writer = csv.writer(f)

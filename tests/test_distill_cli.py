@@ -81,3 +81,20 @@ def test_module_entry_point_exits_2_with_the_message() -> None:
                           capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 2
     assert "error: argument --kd-alpha: must be in [0, 1], got 2" in proc.stderr
+
+
+def test_teacher_without_a_trained_head_must_be_fine_tuned_first(model_folders,  # noqa: F811
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    from trainer.cli import build_parser
+    from trainer.distill.job import prepare
+    from trainer.distill.options import Options
+
+    argv = _distill(model_folders)
+    argv[argv.index("--teacher-name") + 1] = str(model_folders.bare_teacher)
+    code, _, err = run_cli(argv, capsys)
+    assert code == 2 and err.startswith(f"error: the teacher {str(model_folders.bare_teacher)!r} has no trained "
+                                        "classification head")
+    job = prepare(Options.from_args(build_parser().parse_args([*argv, "--teacher-epochs", "1", "--output-dir",
+                                                                str(model_folders.csv.parent / "out")])))
+    assert job.teacher_train is not None and job.teacher_train.epochs == 1
+    assert job.teacher.config.num_labels == 2

@@ -118,3 +118,28 @@ def test_compare_measures_each_model_under_its_own_run(model_folders, tmp_path: 
     assert (tmp_path / "out" / "hparams.json").exists() and (tmp_path / "out" / "distilled" / "hparams.json").exists()
     printed = (tmp_path / "stdout.txt").read_text()
     assert "student KD" in printed and "Dashboard: http" in printed
+
+
+def test_a_distilbert_student_learns_from_a_bert_teacher(tmp_path: Path) -> None:
+    """The layout of the real pairing (BERT teacher, DistilBERT student): other config names, no token types."""
+    from transformers import DistilBertConfig, DistilBertForSequenceClassification
+
+    from trainer.distill.models import hidden_width, resolve_layer
+
+    tiny = make_tiny(tmp_path, train=96, held_out=32)
+    teacher = tiny.teacher()
+    torch.manual_seed(0)
+    student = DistilBertForSequenceClassification(DistilBertConfig(
+        vocab_size=len(tiny.tokenizer), dim=16, n_layers=2, n_heads=2, hidden_dim=32, max_position_embeddings=32,
+        num_labels=2))
+    assert resolve_layer(-1, student, "--s-layer", "student") == 2 and hidden_width(student) == 16
+    kd = KDSettings(alpha=0.5, temperature=2.0, beta=1.0, t_layer=resolve_layer(-2, teacher, "--t-layer", "teacher"),
+                    s_layer=1, pool="mean", normalize=True)
+    before = {k: v.clone() for k, v in student.state_dict().items()}
+    with RecordingTelemetry("s", {}, {}) as tc:
+        result = train(Trainee(student, connector=make_connector(16, 32)), tiny.data,
+                       TrainSettings(epochs=1, lr=1e-3, batch_size=16, eval_batch_size=32), tc, CPU, FP32,
+                       tmp_path / "out", pad_id=0, teacher=teacher, kd=kd)
+    assert result.steps == 6 and result.last_losses["feat"] > 0
+    assert not torch.equal(before["distilbert.transformer.layer.0.attention.q_lin.weight"],
+                           student.state_dict()["distilbert.transformer.layer.0.attention.q_lin.weight"])

@@ -4,6 +4,7 @@ first when it is not yet fine-tuned), a baseline student (CE only) and the disti
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -61,7 +62,9 @@ def _measured(job: Job, role: Role, model: PreTrainedModel, factory: TelemetryFa
         if result is not None:
             metrics.update({"epochs": result.epochs_run, "steps": result.steps, "best_epoch": result.best_epoch,
                             **{f"final_{k}": v for k, v in result.last_losses.items()}})
-        tc.stop(status="completed", metrics=metrics)
+        # The ledger takes finite numbers only; a diverged loss is reported by its absence, not as NaN.
+        tc.stop(status="completed", metrics={k: v for k, v in metrics.items()
+                                             if not (isinstance(v, float) and not math.isfinite(v))})
     return Outcome(role=role, model=label, parameters=params, eval=final, inference_passes=passes, train=result,
                    run_id=tc.run_id, energy=tc.energy())
 

@@ -103,14 +103,18 @@ def _real_parts(opts: Options) -> tuple[PreTrainedTokenizerBase, TokenizedData, 
     check_tokenizers_agree(teacher_tok, student_tok)
     data = data_mod.load_data(opts.dataset, teacher_tok, opts.max_length, opts.train_split, opts.eval_split,
                               opts.max_train_samples, opts.max_eval_samples, opts.seed)
-    teacher = load_classifier(opts.teacher_name, data.num_labels, "teacher")
+    teacher, trained_head = load_classifier(opts.teacher_name, data.num_labels, "teacher")
+    if not trained_head and opts.teacher_epochs == 0:
+        raise UsageError(f"the teacher {opts.teacher_name!r} has no trained classification head (it is a bare "
+                         "encoder), so its predictions would be random; fine-tune it first with --teacher-epochs N, "
+                         "or pass a fine-tuned checkpoint")
     student_name = opts.student_name
 
     def make_student() -> PreTrainedModel:
         # Seeded, so the baseline and the distilled student start from the same classification head.
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(opts.seed + 1)
-            return load_classifier(student_name, data.num_labels, "student")
+            return load_classifier(student_name, data.num_labels, "student")[0]
 
     return (teacher_tok, data, teacher, make_student, _short(opts.teacher_name), _short(opts.student_name))
 

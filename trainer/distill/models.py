@@ -61,11 +61,12 @@ def load_tokenizer(name: str) -> PreTrainedTokenizerBase:
         raise UsageError(f"cannot load the tokenizer of {name!r}: {_first_line(exc)}") from exc
 
 
-def load_classifier(name: str, num_labels: int, role: str) -> PreTrainedModel:
-    """A sequence classifier with `num_labels` outputs from a hub name or a local folder.
+def load_classifier(name: str, num_labels: int, role: str) -> tuple[PreTrainedModel, bool]:
+    """A sequence classifier with `num_labels` outputs from a hub name or a local folder, and whether its
+    classification head was trained (came with the checkpoint).
 
     A checkpoint that already has a classification head must have been trained for the same number of labels;
-    a bare encoder (e.g. bert-base-uncased) gets a new head of the right size.
+    a bare encoder (e.g. bert-base-uncased) gets a new, randomly initialised head of the right size.
     """
     if _is_local(name) and not Path(name).is_dir():
         raise UsageError(f"no {role} model folder {name!r}")
@@ -79,7 +80,7 @@ def load_classifier(name: str, num_labels: int, role: str) -> PreTrainedModel:
                          f"{num_labels}")
     config.num_labels = num_labels
     try:
-        return AutoModelForSequenceClassification.from_pretrained(name, config=config)
+        return AutoModelForSequenceClassification.from_pretrained(name, config=config), has_head
     except (OSError, ValueError) as exc:
         raise UsageError(f"cannot load the {role} {name!r}: {_first_line(exc)}") from exc
 
