@@ -143,3 +143,16 @@ def test_a_distilbert_student_learns_from_a_bert_teacher(tmp_path: Path) -> None
     assert result.steps == 6 and result.last_losses["feat"] > 0
     assert not torch.equal(before["distilbert.transformer.layer.0.attention.q_lin.weight"],
                            student.state_dict()["distilbert.transformer.layer.0.attention.q_lin.weight"])
+
+
+def test_same_seed_same_weights(tmp_path: Path) -> None:
+    tiny = make_tiny(tmp_path, train=64, held_out=16)
+    states = []
+    for run in range(2):
+        torch.manual_seed(1000 + run)  # whatever the global generator's state, the seed decides
+        student = tiny.student()
+        with RecordingTelemetry("s", {}, {}) as tc:
+            train(Trainee(student), tiny.data, TrainSettings(epochs=1, lr=1e-2, batch_size=16, eval_batch_size=16,
+                                                             seed=5), tc, CPU, FP32, tmp_path / f"r{run}", pad_id=0)
+        states.append(student.state_dict())
+    assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
