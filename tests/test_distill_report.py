@@ -1,0 +1,81 @@
+"""The comparison's arithmetic from the daemon's energy answers, and the tables printed from it."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import pytest
+from rich.console import Console
+
+from trainer.distill.compare import Outcome, summarise
+from trainer.distill.evaluate import EvalResult
+from trainer.distill.loop import TrainResult
+from trainer.distill.report import comparison_table, phase_table
+
+
+def _energy(epoch_j: float, inference_j: float, method: str = "counter") -> dict[str, Any]:
+    phases = [{"name": "inference", "count": 3, "duration_s": 1.5, "energy_j": inference_j, "avg_power_w": 4.0,
+               "method": method, "short": False, "complete": True},
+              {"name": "teacher_forward", "count": 40, "duration_s": 2.0, "energy_j": epoch_j / 4,
+               "avg_power_w": 50.0, "method": method, "short": True, "complete": True},
+              {"name": "epoch", "count": 2, "duration_s": 10.0, "energy_j": epoch_j, "avg_power_w": 30.0,
+               "method": method, "short": False, "complete": True},
+              {"name": "custom", "count": 1, "duration_s": 0.5, "energy_j": 1.0, "avg_power_w": 2.0,
+               "method": method, "short": False, "complete": False}]
+    return {"total": {"energy_j": epoch_j + inference_j + 1.0, "duration_s": 12.0, "avg_power_w": 30.0,
+                      "method": method}, "phases": phases, "simulated": False}
+
+
+def _outcome(role: str, epoch_j: float, inference_j: float, trained: bool = True,
+             method: str = "counter") -> Outcome:
+    train = TrainResult(steps=10, total_steps=10, warmup_steps=1, epochs_run=2, train_samples=500,
+                        stopped_early=False, best_epoch=1, best=EvalResult(0.9, 0.9, 1000)) if trained else None
+    return Outcome(role=role, model=f"m-{role}", parameters=1_000_000 if role == "teacher" else 250_000,  # type: ignore[arg-type]
+                   eval=EvalResult(accuracy=0.9, f1=0.89, samples=1000), inference_passes=3, train=train,
+                   run_id=f"run-{role}", energy=_energy(epoch_j, inference_j, method))
+
+
+def test_rows_divide_phase_energy_by_what_was_done() -> None:
+    rows = summarise([_outcome("teacher", 400.0, 12.0), _outcome("baseline", 100.0, 3.0),
+                      _outcome("distilled", 200.0, 3.0)])
+    teacher, baseline, distilled = rows
+    assert teacher["train_energy_j"] == 400.0 and teacher["train_j_per_sample"] == pytest.approx(400 / 500)
+    # 3 passes over 1000 held-out examples: 12 J per 3000 inferences.
+    assert teacher["inference_j_per_1k"] == pytest.approx(4.0)
+    assert baseline["total_with_teacher_j"] is None
+    assert distilled["total_with_teacher_j"] == pytest.approx(600.0)  # its own 200 J plus the teacher's 400 J
+    assert distilled["train_method"] == "counter" and distilled["inference_method"] == "counter"
+
+
+def test_an_untrained_teacher_has_no_training_energy() -> None:
+    rows = summarise([_outcome("teacher", 400.0, 12.0, trained=False), _outcome("distilled", 200.0, 3.0)])
+    assert rows[0]["train_energy_j"] is None and rows[0]["train_j_per_sample"] is None
+    assert rows[1]["total_with_teacher_j"] is None
+    assert summarise([_outcome("distilled", 1.0, 1.0)])[0]["inference_j_per_1k"] == pytest.approx(1 / 3)
+
+
+def _render(table: Any) -> str:
+    console = Console(file=io.StringIO(), width=80)
+    console.print(table)
+    return console.file.getvalue()  # type: ignore[attr-defined]
+
+
+def test_phase_table_nests_known_phases_and_flags_short_and_partial() -> None:
+    text = _render(phase_table(_energy(100.0, 5.0), "Energy per phase"))
+    lines = [line for line in text.splitlines() if line.strip()]
+    names = [line.split()[0] for line in lines[3:7]]
+    assert names == ["epoch", "teacher_forward", "inference", "custom"]
+    assert "    teacher_forward" in text  # indented under epoch (and train_step)
+    assert "short" in next(line for line in lines if "teacher_forward" in line)
+    assert "partial" in next(line for line in lines if "custom" in line)
+    assert max(len(line) for line in text.splitlines()) <= 80
+
+
+def test_comparison_table_names_the_methods_per_model_only_when_they_differ() -> None:
+    same = _render(comparison_table(summarise([_outcome("teacher", 4.0, 1.0), _outcome("distilled", 2.0, 1.0)])))
+    assert "Energy method: counter." in " ".join(same.split())
+    mixed = summarise([_outcome("teacher", 4.0, 1.0, method="estimated"), _outcome("distilled", 2.0, 1.0)])
+    text = " ".join(_render(comparison_table(mixed)).split())
+    assert "teacher estimated / estimated; student KD counter / counter" in text
+    assert "1.0M" in text and "250k" in text and "0.9000" in text

@@ -1,0 +1,80 @@
+"""Tables for the terminal (rich): energy per phase of a run, and the comparison of models. Both fit 80 columns."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich import box
+from rich.table import Table
+
+# Display order and depth of the phases the trainer marks (see loop.py); other names follow, unindented.
+PHASE_TREE: list[tuple[str, int]] = [
+    ("epoch", 0), ("train_step", 1), ("data_load", 2), ("teacher_forward", 2), ("student_forward", 2),
+    ("loss", 2), ("backward", 2), ("optimizer_step", 2), ("eval", 1), ("checkpoint", 1), ("inference", 0),
+]
+SHORT_TITLES = {"teacher": "teacher", "baseline": "student CE", "distilled": "student KD"}
+
+
+def _num(value: float | None, fmt: str) -> str:
+    return "–" if value is None else format(value, fmt)
+
+
+def joules(value: float | None) -> str:
+    if value is None:
+        return "–"
+    return f"{value:,.1f}" if abs(value) >= 10 else f"{value:.3g}"
+
+
+def _table(title: str, caption: str | None = None) -> Table:
+    return Table(title=title, caption=caption, title_justify="left", caption_justify="left", box=box.SIMPLE_HEAD,
+                 pad_edge=False, padding=(0, 1, 0, 1), collapse_padding=True)
+
+
+def phase_table(energy: dict[str, Any], title: str) -> Table:
+    table = _table(title, "Phases nest (indented under their parent). short: shorter than the sensor's update "
+                          "period, so known only over many repeats; partial: samples do not cover all of it.")
+    for col in ["phase", "count", "time s", "energy J", "avg W", "% run", "method", "note"]:
+        table.add_column(col, justify="left" if col in ("phase", "method", "note") else "right",
+                         no_wrap=col != "note", overflow="fold")
+    total = energy.get("total", {}).get("energy_j") or 0.0
+    rows = {r["name"]: r for r in energy.get("phases", [])}
+    known = dict(PHASE_TREE)
+    order = [(n, d) for n, d in PHASE_TREE if n in rows] + [(n, 0) for n in rows if n not in known]
+    for name, depth in order:
+        r = rows[name]
+        notes = [flag for flag, on in (("short", r.get("short")), ("partial", r.get("complete") is False)) if on]
+        share = 100.0 * r["energy_j"] / total if total else None
+        table.add_row("  " * depth + name, str(r["count"]), _num(r["duration_s"], ".2f"), joules(r["energy_j"]),
+                      _num(r.get("avg_power_w"), ".1f"), _num(share, ".1f"), r.get("method") or "–", ", ".join(notes))
+    t = energy.get("total", {})
+    table.add_section()
+    table.add_row("run", "", _num(t.get("duration_s"), ".2f"), joules(t.get("energy_j")),
+                  _num(t.get("avg_power_w"), ".1f"), "100.0" if total else "–", t.get("method") or "–", "")
+    return table
+
+
+def _params(n: int) -> str:
+    return f"{n / 1e3:,.0f}k" if n < 10**6 else f"{n / 1e6:,.1f}M"
+
+
+def comparison_table(rows: list[dict[str, Any]], title: str = "Comparison") -> Table:
+    def name(r: dict[str, Any]) -> str:
+        return SHORT_TITLES.get(r["role"], r["role"])
+
+    methods = {m for r in rows for m in (r["train_method"], r["inference_method"]) if m}
+    models = ", ".join(f"{name(r)} = {r['model']}" for r in rows)
+    caption = (f"{models}. train J: the epochs (training, per-epoch eval, checkpoints); +teacher J: adds the "
+               "teacher's training; J/1k inf.: the final held-out passes, per 1 000 examples.")
+    if len(methods) == 1:
+        caption += f" Energy method: {next(iter(methods))}."
+    elif methods:
+        caption += " Energy methods (train / inference): " + "; ".join(
+            f"{name(r)} {r['train_method'] or '–'} / {r['inference_method'] or '–'}" for r in rows) + "."
+    table = _table(title, caption)
+    for col in ["model", "acc.", "F1", "params", "train J", "J/example", "+teacher J", "J/1k inf."]:
+        table.add_column(col, justify="left" if col == "model" else "right", no_wrap=True)
+    for r in rows:
+        table.add_row(name(r), f"{r['accuracy']:.4f}", f"{r['f1']:.4f}", _params(r["parameters"]),
+                      joules(r["train_energy_j"]), _num(r["train_j_per_sample"], ".3g"),
+                      joules(r["total_with_teacher_j"]), joules(r["inference_j_per_1k"]))
+    return table
