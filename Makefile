@@ -17,7 +17,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: setup
-	$(PY) -m trainer distill --demo
+	$(PY) -m trainer distill --demo --keep-daemon
 
 serve: setup
 	$(PY) -m telemetry_service serve

@@ -39,7 +39,7 @@ def test_required_and_conflicting_arguments(capsys: pytest.CaptureFixture[str]) 
     assert code == 2 and "--demo builds its own models and data; drop --teacher-name" in err
     code, _, err = run_cli(["distill", "--teacher-name", "a", "--student-name", "b", "--dataset", "c",
                             "--simulate-gpus"], capsys)
-    assert code == 2 and "--simulate-gpus applies to the demo's own daemon" in err
+    assert code == 2 and "--simulate-gpus and --keep-daemon apply to the demo's own daemon" in err
 
 
 def test_unknown_layer_index(model_folders, capsys: pytest.CaptureFixture[str]) -> None:  # noqa: F811

@@ -3,7 +3,9 @@ client) every phase of a distillation arriving at the daemon under its name, wit
 
 from __future__ import annotations
 
-import importlib.util
+import os
+import signal
+import time
 from pathlib import Path
 
 import httpx
@@ -16,9 +18,6 @@ from trainer.cli import build_parser
 from trainer.distill import loop
 from trainer.distill.local_daemon import answers, ensure_daemon
 from trainer.distill.options import Options
-
-CLIENT_MISSING = importlib.util.find_spec("trainer.client") is None
-
 
 def test_demo_starts_a_daemon_only_when_none_answers_and_stops_only_its_own(tmp_path: Path, daemon_factory) -> None:
     url = f"http://127.0.0.1:{free_port()}"
@@ -36,6 +35,20 @@ def test_demo_starts_a_daemon_only_when_none_answers_and_stops_only_its_own(tmp_
     assert answers(running.url) and not (tmp_path / "unused" / "telemetry.db").exists()
 
 
+def test_a_kept_daemon_runs_on_after_the_demo(tmp_path: Path) -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    with ensure_daemon(url, tmp_path, keep=True) as handle:
+        assert handle.started and handle.pid is not None
+    try:
+        assert answers(url)  # the dashboard stays up
+    finally:
+        os.kill(handle.pid, signal.SIGTERM)
+        deadline = time.time() + 20
+        while answers(url, timeout=0.5) and time.time() < deadline:
+            time.sleep(0.2)
+    assert not answers(url)
+
+
 def test_demo_daemon_with_simulated_gpus(tmp_path: Path) -> None:
     url = f"http://127.0.0.1:{free_port()}"
     with ensure_daemon(url, tmp_path, simulate_gpus=1) as handle:
@@ -44,8 +57,6 @@ def test_demo_daemon_with_simulated_gpus(tmp_path: Path) -> None:
         assert [d["source"] for d in devices if d["kind"] == "gpu"] == ["simulated"]
 
 
-@pytest.mark.skipif(CLIENT_MISSING, reason="trainer.client (the telemetry client) is not in this tree yet; this "
-                                           "test runs the trainer against the real daemon through it")
 def test_phases_and_metrics_arrive_at_the_daemon(model_folders, daemon_factory, tmp_path: Path,  # noqa: F811
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     from trainer.distill.commands import run_distill

@@ -111,6 +111,8 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     o.add_argument("--simulate-gpus", type=_int_at_least(1), nargs="?", const=1, default=0, metavar="N",
                    help="demo only: a daemon the demo starts gets N simulated GPUs (default 1); otherwise it uses "
                         "this node's real sensors")
+    o.add_argument("--keep-daemon", action="store_true",
+                   help="demo only: leave a daemon the demo starts running afterwards, so the dashboard stays up")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -144,8 +146,8 @@ def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
                               ("--dataset", args.dataset)) if not v]
     if missing:
         parser.error(f"{', '.join(missing)} required (or --demo)")
-    if args.simulate_gpus:
-        parser.error("--simulate-gpus applies to the demo's own daemon; with a daemon you run, pass it to "
+    if args.simulate_gpus or args.keep_daemon:
+        parser.error("--simulate-gpus and --keep-daemon apply to the demo's own daemon; run yours with "
                      "`python -m telemetry_service serve`")
 
 

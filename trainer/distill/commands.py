@@ -25,7 +25,7 @@ def _daemon(opts: Options, console: Console) -> Iterator[str]:
     if not opts.demo:
         yield url
         return
-    with ensure_daemon(url, Path(opts.output_dir), opts.simulate_gpus) as handle:
+    with ensure_daemon(url, Path(opts.output_dir), opts.simulate_gpus, keep=opts.keep_daemon) as handle:
         if handle.started:
             kind = f"{opts.simulate_gpus} simulated GPU(s) and this node's sensors" if opts.simulate_gpus else \
                 "this node's sensors"
@@ -33,6 +33,9 @@ def _daemon(opts: Options, console: Console) -> Iterator[str]:
         elif opts.simulate_gpus:
             console.print(f"A daemon already answers at {url}; --simulate-gpus only applies to one the demo starts")
         yield url
+        if handle.pid is not None:
+            console.print(f"The daemon keeps running so the dashboard stays up (pid {handle.pid}; stop it with "
+                          f"`kill {handle.pid}`, it writes everything before it exits)")
 
 
 def _print_outcomes(console: Console, job: Job, outcomes: list[cmp.Outcome], url: str, results: Path) -> None:

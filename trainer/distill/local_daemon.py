@@ -25,6 +25,7 @@ class DaemonHandle:
     url: str
     started: bool  # by us, so ours to stop
     log_path: Path | None = None
+    pid: int | None = None  # set when it is left running
 
 
 def answers(url: str, timeout: float = 2.0) -> bool:
@@ -48,9 +49,10 @@ def _loopback_host_port(url: str) -> tuple[str, int]:
 
 
 @contextlib.contextmanager
-def ensure_daemon(url: str, folder: Path, simulate_gpus: int = 0) -> Iterator[DaemonHandle]:
+def ensure_daemon(url: str, folder: Path, simulate_gpus: int = 0, keep: bool = False) -> Iterator[DaemonHandle]:
     """Yields a daemon answering at `url`. If none does, starts `python -m telemetry_service serve` there with a
-    ledger in `folder` (and `simulate_gpus` simulated GPUs), and stops it with SIGTERM on the way out."""
+    ledger in `folder` (and `simulate_gpus` simulated GPUs), and stops it with SIGTERM on the way out, unless
+    `keep` (it then runs on in its own session, so the dashboard stays up after the demo)."""
     if answers(url):
         yield DaemonHandle(url=url, started=False)
         return
@@ -62,7 +64,8 @@ def ensure_daemon(url: str, folder: Path, simulate_gpus: int = 0) -> Iterator[Da
     if simulate_gpus:
         cmd += ["--simulate-gpus", str(simulate_gpus)]
     with log_path.open("ab") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=keep)
     try:
         deadline = time.monotonic() + START_TIMEOUT_S
         while not answers(url, timeout=1.0):
@@ -73,9 +76,9 @@ def ensure_daemon(url: str, folder: Path, simulate_gpus: int = 0) -> Iterator[Da
                 raise RuntimeError(f"the telemetry daemon did not answer at {url} within {START_TIMEOUT_S:.0f} s; "
                                    f"see {log_path}")
             time.sleep(0.2)
-        yield DaemonHandle(url=url, started=True, log_path=log_path)
+        yield DaemonHandle(url=url, started=True, log_path=log_path, pid=proc.pid if keep else None)
     finally:
-        if proc.poll() is None:
+        if proc.poll() is None and not keep:
             proc.send_signal(signal.SIGTERM)  # the daemon writes every sample it has read before it exits
             try:
                 proc.wait(timeout=20)

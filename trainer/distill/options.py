@@ -59,6 +59,7 @@ class Options:
     run_name: str | None
     telemetry_url: str | None
     simulate_gpus: int
+    keep_daemon: bool
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Options:
