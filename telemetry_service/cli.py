@@ -7,6 +7,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import signal
 import socket
 import sys
 from collections.abc import AsyncIterator, Iterator
@@ -41,6 +42,16 @@ def _parser() -> argparse.ArgumentParser:
                        help="JSON description of simulated GPUs and the power traces they play")
     serve.add_argument("--cpu-tdp-w", type=float, help="CPU TDP for the estimate used where RAPL is unreadable")
     serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    serve.add_argument("--token", help="bearer token clients must send; required to listen on a non-loopback "
+                                       "address (visible in the process list: prefer TELEMETRY_TOKEN or --token-file)")
+    serve.add_argument("--token-file", type=Path, metavar="FILE", help="read the token from FILE (env TELEMETRY_TOKEN_FILE)")
+    serve.add_argument("--public-read", action="store_const", const=True,
+                       help="with a token, let reads (API GETs, /metrics, /healthz) through without it")
+    serve.add_argument("--cors-origin", action="append", metavar="ORIGIN",
+                       help="allow browser pages from ORIGIN to call the API (repeatable; env TELEMETRY_CORS_ORIGIN, "
+                            "comma-separated); off by default")
+    serve.add_argument("--retention", metavar="SPEC",
+                       help="downsample old samples: AGE:BUCKET pairs, e.g. the default '1d:1s,7d:1m', or 'off'")
     return parser
 
 
@@ -91,10 +102,33 @@ def _ledger_lock(db_url: str) -> Iterator[None]:
         handle.close()
 
 
+def _exit_cleanly_on_signals(serving: list[bool]) -> None:
+    """SIGTERM and SIGINT end the daemon with status 0 once everything is written.
+
+    uvicorn catches them while serving, shuts down (the lifespan writes every sample), then raises the signal
+    again; by then there is nothing left to do. One that comes before serving stops the start-up.
+    """
+    def handler(signum: int, _frame: object) -> None:
+        if not serving[0]:
+            raise SystemExit(0)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, handler)
+
+
 def serve(settings: Settings) -> int:
     from telemetry_service.api.app import create_app
+    from telemetry_service.api.auth import AccessError, check_binding, resolve_token
     from telemetry_service.daemon import Daemon
 
+    try:
+        token = resolve_token(settings.token.get_secret_value() if settings.token else None, settings.token_file)
+        check_binding(settings.host, token)
+    except AccessError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    serving = [False]
+    _exit_cleanly_on_signals(serving)
     sock = _bind(settings.host, settings.port)
     with _ledger_lock(settings.db):
         try:
@@ -103,13 +137,17 @@ def serve(settings: Settings) -> int:
             sock.close()
             print(f"error: {exc}", file=sys.stderr)
             return 2
-        app = create_app(daemon)
+        app = create_app(daemon, token=token)
 
         @contextlib.asynccontextmanager
         async def lifespan(_: FastAPI) -> AsyncIterator[None]:
             daemon.start()
+            serving[0] = True
             host, port = sock.getsockname()[:2]
-            log.info("listening on http://%s:%d (dashboard at /, API docs at /docs)", host, port)
+            shown = f"[{host}]" if ":" in host else host
+            log.info("listening on http://%s:%d (dashboard at /, API docs at /docs)", shown, port)
+            log.info("access: %s", "no token (loopback only)" if token is None else
+                     "token required for writes" + ("" if settings.public_read else " and reads"))
             yield
             daemon.close()  # SIGTERM and SIGINT land here: every sample read so far is written first
             log.info("stopped; ledger flushed")

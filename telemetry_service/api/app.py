@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 from fastapi import FastAPI, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -21,6 +22,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from telemetry_service import __version__
+from telemetry_service.api.auth import TokenAuth
+from telemetry_service.api.limits import BodyLimit
 from telemetry_service.api.metrics import DaemonCollector
 from telemetry_service.api.schemas import MAX_BATCH, MAX_POINTS, Accepted, DeviceOut, PhaseIn, RunCreate, RunStop
 from telemetry_service.daemon import Daemon
@@ -40,7 +43,8 @@ def _error(status: int, detail: str) -> JSONResponse:
     return JSONResponse(status_code=status, content={"detail": detail})
 
 
-def create_app(daemon: Daemon) -> FastAPI:
+def create_app(daemon: Daemon, token: str | None = None) -> FastAPI:
+    """The API over `daemon`; with a `token`, requests must carry it (see api/auth.py)."""
     app = FastAPI(title="joulemeter telemetry daemon", version=__version__,
                   description="Energy per run, phase and device, measured on this node.")
     app.state.daemon = daemon
@@ -61,12 +65,13 @@ def create_app(daemon: Daemon) -> FastAPI:
     async def _run_error(_: Request, exc: RunError) -> JSONResponse:
         return _error(exc.status, exc.detail)
 
-    @app.middleware("http")
-    async def _limit_body(request: Request, call_next: Callable[[Request], Any]) -> Response:
-        length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
-            return _error(413, f"request body over {MAX_BODY_BYTES} bytes")
-        return await call_next(request)
+    # Outermost last: CORS answers preflights, then the token is checked, then the body is bounded.
+    app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
+    if token is not None:
+        app.add_middleware(TokenAuth, token=token, public_read=daemon.settings.public_read)
+    if daemon.settings.cors_origin:
+        app.add_middleware(CORSMiddleware, allow_origins=daemon.settings.cors_origin, allow_methods=["GET", "POST"],
+                           allow_headers=["Authorization", "Content-Type"], max_age=600)
 
     # --- node -------------------------------------------------------------------------------------------------
     @app.get("/healthz")
