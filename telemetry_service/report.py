@@ -11,7 +11,8 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from telemetry_service.energy import DeviceSeries, combine_methods, find_gaps, overlaps, phase_energies
+from telemetry_service.energy import DeviceSeries, combine_methods, overlaps, phase_energies
+from telemetry_service.gaps import daemon_downtime, device_gaps, gap_threshold
 from telemetry_service.store.models import Device, Node, Phase, Run, RunMember, Sample
 
 # Samples this far outside a run still matter: the counter updates that bracket its first and last instants.
@@ -79,10 +80,6 @@ def shared_devices(session: Session, run: Run, devices: list[RunDevice], now: fl
     return dict(flagged)
 
 
-def _gap_threshold(interval: float | None) -> float:
-    return max(1.0, 10.0 * (interval or 0.1))
-
-
 def run_energy(session: Session, run: Run, sample_interval: float | None = None, now: float | None = None) -> dict[str, Any]:
     """The energy answer of the REST contract: totals and per phase name, every figure with its method."""
     now = now or time.time()
@@ -115,6 +112,7 @@ def run_energy(session: Session, run: Run, sample_interval: float | None = None,
     gaps: list[dict[str, Any]] = []
     notes: list[dict[str, Any]] = []
     interval = sample_interval or 0.1
+    downtime = daemon_downtime(session, {d.node_id: d.node for d in devices}, t0, t1)
 
     for dev in devices:
         on_node = p_node == dev.node_id
@@ -143,9 +141,9 @@ def run_energy(session: Session, run: Run, sample_interval: float | None = None,
             phase_short[j] |= bool(pe.short[j])
             phase_complete[j] &= bool(pe.complete[j])
         all_t = series.counter_t if series.counter_t.size else series.power_t
-        for a, b in find_gaps(all_t[(all_t >= t0 - MARGIN_S) & (all_t <= t1 + MARGIN_S)], _gap_threshold(interval)):
-            gaps.append({"device": dev.id, "start": a, "end": b, "duration_s": b - a,
-                         "energy": "exact: the hardware counter ran on" if pe.method == "counter" else "interpolated"})
+        gaps += device_gaps(session, dev.device_pk, dev.id, pe.method,
+                            all_t[(all_t >= t0 - MARGIN_S) & (all_t <= t1 + MARGIN_S)], gap_threshold(interval),
+                            [d for d in downtime if d["node"] == dev.node])
 
     total_energy = float(sum(total_by_device.values()))
     duration = t1 - t0
@@ -180,6 +178,7 @@ def run_energy(session: Session, run: Run, sample_interval: float | None = None,
         "simulated": any(d.source == "simulated" for d in devices),
         "shared_devices": shared_devices(session, run, devices, now),
         "gaps": gaps,
+        "downtime": downtime,
         "attribution": {"power_w": attribution} if attribution else None,
         "notes": notes,
     }
