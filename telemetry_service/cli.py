@@ -18,6 +18,7 @@ import uvicorn
 from fastapi import FastAPI
 from pydantic import ValidationError
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DatabaseError
 
 from telemetry_service.config import Settings
 from telemetry_service.store.db import LedgerError
@@ -120,11 +121,13 @@ def serve(settings: Settings) -> int:
     from telemetry_service.api.app import create_app
     from telemetry_service.api.auth import AccessError, check_binding, resolve_token
     from telemetry_service.daemon import Daemon
+    from telemetry_service.retention import Retention, parse_tiers
 
     try:
         token = resolve_token(settings.token.get_secret_value() if settings.token else None, settings.token_file)
         check_binding(settings.host, token)
-    except AccessError as exc:
+        tiers = parse_tiers(settings.retention)
+    except (AccessError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     serving = [False]
@@ -137,11 +140,20 @@ def serve(settings: Settings) -> int:
             sock.close()
             print(f"error: {exc}", file=sys.stderr)
             return 2
+        except DatabaseError as exc:  # e.g. another program holds the ledger's write lock
+            sock.close()
+            print(f"error: cannot write to the ledger {make_url(settings.db).render_as_string(hide_password=True)}: "
+                  f"{exc.orig}", file=sys.stderr)
+            return 2
         app = create_app(daemon, token=token)
+        retention = Retention(daemon.writer, daemon.sessions, daemon.node_id,
+                              [state.device_id for state in daemon.sampler.devices.values()], tiers,
+                              settings.interval, settings.retention_every_s)
 
         @contextlib.asynccontextmanager
         async def lifespan(_: FastAPI) -> AsyncIterator[None]:
             daemon.start()
+            retention.start()
             serving[0] = True
             host, port = sock.getsockname()[:2]
             shown = f"[{host}]" if ":" in host else host
@@ -149,6 +161,7 @@ def serve(settings: Settings) -> int:
             log.info("access: %s", "no token (loopback only)" if token is None else
                      "token required for writes" + ("" if settings.public_read else " and reads"))
             yield
+            retention.close()
             daemon.close()  # SIGTERM and SIGINT land here: every sample read so far is written first
             log.info("stopped; ledger flushed")
 

@@ -13,13 +13,58 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from telemetry_service.energy import find_gaps
-from telemetry_service.store.models import Device, Sample, SamplerSession
+from telemetry_service.store.models import Device, DownsampledSpan, Sample, SamplerSession
 
 
 def gap_threshold(interval: float | None) -> float:
     """A hole is a stretch without samples this long: ten sampling intervals, at least a second."""
     return max(1.0, 10.0 * (interval or 0.1))
+
+
+def downsampled_spans(session: Session, device_pk: int, lo: float, hi: float) -> list[tuple[float, float, float]]:
+    """The stretches of a device that retention stored coarser, overlapping [lo, hi]: (start, end, bucket_s)."""
+    rows = session.execute(select(DownsampledSpan.start, DownsampledSpan.end, DownsampledSpan.bucket_s).where(
+        DownsampledSpan.device_id == device_pk, DownsampledSpan.start < hi, DownsampledSpan.end > lo)).all()
+    return [(a, b, w) for a, b, w in rows]
+
+
+def coarse_stretches(session: Session, device_pk: int, device_id: str, t0: float, t1: float) -> list[dict[str, Any]]:
+    """The parts of [t0, t1] where a device's samples are stored as buckets, with the bucket width: there a
+    phase's energy is interpolated between bucket edges (a run's total is not: its ends stay raw)."""
+    spans = downsampled_spans(session, device_pk, t0, t1)
+    cuts = sorted({t0, t1, *(min(max(x, t0), t1) for a, b, _ in spans for x in (a, b))})
+    out: list[dict[str, Any]] = []
+    for a, b in zip(cuts, cuts[1:]):
+        width = float(resolution_at(spans, np.array([0.5 * (a + b)]))[0])
+        if width == 0.0 or b <= a:
+            continue
+        if out and out[-1]["bucket_s"] == width and out[-1]["end"] == a:
+            out[-1]["end"] = b
+        else:
+            out.append({"device": device_id, "start": a, "end": b, "bucket_s": width})
+    return out
+
+
+def resolution_at(spans: list[tuple[float, float, float]], t: np.ndarray) -> np.ndarray:
+    """The bucket width samples are stored at, at each instant (0 where they are raw)."""
+    res = np.zeros(np.shape(t))
+    for a, b, w in spans:
+        res = np.where((t >= a) & (t < b), np.maximum(res, w), res)
+    return res
+
+
+def find_holes(times: np.ndarray, threshold: float, spans: list[tuple[float, float, float]]) -> list[tuple[float, float]]:
+    """Stretches without a sample longer than `threshold`, or than 1.5 buckets where samples are stored coarser
+    (a hole shorter than that cannot be told from the spacing of the buckets there)."""
+    t = np.sort(np.asarray(times, dtype=np.float64))
+    if t.size < 2:
+        return []
+    d = np.diff(t)
+    idx = np.nonzero(d > threshold)[0]
+    if spans and idx.size:
+        res = resolution_at(spans, 0.5 * (t[idx] + t[idx + 1]))
+        idx = idx[d[idx] > np.maximum(threshold, 1.5 * res)]
+    return [(float(t[i]), float(t[i + 1])) for i in idx]
 
 
 def daemon_downtime(session: Session, nodes: dict[int, str], t0: float, t1: float) -> list[dict[str, Any]]:
@@ -62,7 +107,8 @@ def device_gaps(session: Session, device_pk: int, device_id: str, method: str | 
     daemon was down then."""
     out = []
     device = session.get(Device, device_pk)
-    for a, b in find_gaps(times, threshold):
+    lo, hi = (float(np.min(times)), float(np.max(times))) if len(times) else (0.0, 0.0)
+    for a, b in find_holes(times, threshold, downsampled_spans(session, device_pk, lo, hi)):
         if method == "counter" and device is not None:
             energy = _counter_across(session, device, a, b)
         else:

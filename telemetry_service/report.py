@@ -12,7 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from telemetry_service.energy import DeviceSeries, combine_methods, overlaps, phase_energies
-from telemetry_service.gaps import daemon_downtime, device_gaps, gap_threshold
+from telemetry_service.gaps import coarse_stretches, daemon_downtime, device_gaps, gap_threshold
 from telemetry_service.store.models import Device, Node, Phase, Run, RunMember, Sample
 
 # Samples this far outside a run still matter: the counter updates that bracket its first and last instants.
@@ -113,6 +113,7 @@ def run_energy(session: Session, run: Run, sample_interval: float | None = None,
     notes: list[dict[str, Any]] = []
     interval = sample_interval or 0.1
     downtime = daemon_downtime(session, {d.node_id: d.node for d in devices}, t0, t1)
+    downsampled = [c for d in devices for c in coarse_stretches(session, d.device_pk, d.id, t0, t1)]
 
     for dev in devices:
         on_node = p_node == dev.node_id
@@ -179,6 +180,7 @@ def run_energy(session: Session, run: Run, sample_interval: float | None = None,
         "shared_devices": shared_devices(session, run, devices, now),
         "gaps": gaps,
         "downtime": downtime,
+        "downsampled": downsampled,
         "attribution": {"power_w": attribution} if attribution else None,
         "notes": notes,
     }

@@ -199,13 +199,15 @@ def test_a_damaged_ledger_is_refused_and_left_as_it_was(tmp_path, damage, fragme
     assert _digest(db) == before
 
 
-def test_a_ledger_locked_by_another_process_is_refused(tmp_path):
+@pytest.mark.parametrize("lock", ["PRAGMA locking_mode=EXCLUSIVE; BEGIN EXCLUSIVE", "BEGIN IMMEDIATE"],
+                         ids=["exclusive", "write-lock"])
+def test_a_ledger_locked_by_another_process_is_refused(tmp_path, lock):
     db = tmp_path / "ledger.db"
     _real_ledger(db)
     holder = subprocess.Popen(
         [sys.executable, "-c", "import sqlite3, sys, time\n"
          f"c = sqlite3.connect({str(db)!r}, isolation_level=None)\n"
-         "c.execute('PRAGMA locking_mode=EXCLUSIVE'); c.execute('BEGIN EXCLUSIVE')\n"
+         f"[c.execute(s) for s in {lock!r}.split('; ')]\n"
          "print('locked', flush=True); time.sleep(120)"], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
