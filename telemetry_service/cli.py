@@ -52,7 +52,7 @@ def _parser() -> argparse.ArgumentParser:
                        help="allow browser pages from ORIGIN to call the API (repeatable; env TELEMETRY_CORS_ORIGIN, "
                             "comma-separated); off by default")
     serve.add_argument("--retention", metavar="SPEC",
-                       help="downsample old samples: AGE:BUCKET pairs, e.g. the default '1d:1s,7d:1m', or 'off'")
+                       help="downsample old samples: AGE:BUCKET pairs (default '1d:1s,7d:1m,90d:15m'), or 'off'")
     return parser
 
 

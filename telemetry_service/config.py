@@ -44,7 +44,7 @@ class Settings(BaseSettings):
     cors_origin: Annotated[list[str], NoDecode] = Field(default_factory=list,
                                                         description="origins allowed to call the API from a browser")
     # Downsampling of old samples (see retention.py): "AGE:BUCKET,..." or "off".
-    retention: str = "1d:1s,7d:1m"
+    retention: str = "1d:1s,7d:1m,90d:15m"
     retention_every_s: float = Field(300.0, gt=0.0, description="how often the retention pass looks for work")
 
     @field_validator("cors_origin", mode="before")

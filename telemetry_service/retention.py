@@ -6,7 +6,7 @@ the next starts, so power is flat across the bucket and steps (over EPS_S) at it
 solved for so that the integral of power over every bucket is what it was. Counter devices keep, per bucket,
 the first new counter value they read there, with the instant it was stamped: the cumulative energy E(t) at
 each of those instants is unchanged, and between them it is interpolated. Around every run's start and end
-(PROTECT_S) raw samples stay as they were, so the energy of a run, E(end) - E(start), does not change at all
+(a second, or five sampling intervals) raw samples stay as they were, so the energy of a run, E(end) - E(start), does not change at all
 for a counter device, and only by the treatment of phase boundaries inside the old stretch for a device
 measured by power alone (the bucket integral is that of the plain trapezoid, without the held power the
 energy math uses on each side of a boundary).
@@ -41,8 +41,10 @@ log = logging.getLogger(__name__)
 # The step between neighbouring buckets' flat power: short enough that a phase boundary falling inside it
 # moves nothing measurable, long enough to be many float64 ulps at today's unix time (~2.4e-7 s).
 EPS_S = 1e-3
-# Raw samples kept on each side of a run's start and end: more than the energy math reads around them.
-PROTECT_S = 5.0
+# Raw samples kept on each side of a run's start and end: E(t) there rests on the counter updates and power
+# readings just around t; this keeps several sampling intervals of them.
+PROTECT_S = 1.0
+PROTECT_INTERVALS = 5.0
 MEAN_COLUMNS = ("util_pct", "mem_util_pct", "mem_used_bytes", "mem_total_bytes", "temp_c", "sm_clock_mhz",
                 "power_limit_w")
 INT_COLUMNS = frozenset({"mem_used_bytes", "mem_total_bytes"})
@@ -257,7 +259,7 @@ def _energy_before(session: Session, device_pk: int, t: float) -> float | None:
 
 
 def protected_intervals(session: Session, node_id: int, lo: float, hi: float,
-                        protect_s: float = PROTECT_S) -> list[tuple[float, float]]:
+                        protect_s: float) -> list[tuple[float, float]]:
     """Around each start and end of a run on this node near [lo, hi]: raw samples stay."""
     near = lambda col: col.between(lo - protect_s, hi + protect_s)  # noqa: E731
     edges = session.execute(select(Run.started_at, Run.ended_at).join(RunMember).where(
@@ -314,12 +316,14 @@ def downsample_next_chunk(session: Session, device_pk: int, node_id: int, tier: 
         hi = until if nxt is None else max(hi, min(until, math.floor(nxt / w) * w))
         _record_span(session, device_pk, lo, hi, w)
         return ChunkResult(lo, hi, 0, 0)
-    # Rows already coarser (a finer tier's buckets) are spaced up to their bucket apart: that is no hole.
+    # A hole is judged against the device's own cadence (host stats come once a second), and rows already
+    # coarser (a finer tier's buckets) are spaced up to their bucket apart: that is no hole either.
     stored_at = max((s[2] for s in downsampled_spans(session, device_pk, lo, hi) if s[2] < w), default=0.0)
-    gap_s = max(gap_threshold(interval), 1.5 * stored_at)
+    cadence = float(np.median(np.diff([r["t"] for r in rows]))) if len(rows) > 1 else interval
+    gap_s = max(gap_threshold(max(interval, cadence)), 1.5 * stored_at)
     following = _first_after(session, device_pk, hi)
     last_energy = _energy_before(session, device_pk, lo)
-    protected = protected_intervals(session, node_id, lo, hi)
+    protected = protected_intervals(session, node_id, lo, hi, max(PROTECT_S, PROTECT_INTERVALS * interval))
     sequence = rows + ([following] if following is not None else [])
     position = {id(r): i for i, r in enumerate(sequence)}
     inserted = removed = 0
