@@ -98,12 +98,15 @@ def test_sigkill_loses_at_most_the_last_batch_and_the_run_goes_on(tmp_path):
             assert c.post("/api/v1/runs/crash-1/phases", json=[across]).status_code == 202
             stopped = c.post("/api/v1/runs/crash-1/stop", json={}).json()
             energy = c.get("/api/v1/runs/crash-1/energy").json()
+            chart = c.get("/api/v1/runs/crash-1/samples",
+                          params={"device": f"{run['members'][0]['node']}/simgpu0"}).json()
     finally:
         assert d2.stop() == 0
     phases = {p["name"]: p for p in energy["phases"]}
     assert {name: p["count"] for name, p in phases.items()} == {"before": 20, "after": 20, "across": 1}
     (down,) = energy["downtime"]
     assert down["clean_stop"] is False and down["start"] == pytest.approx(life[0])
+    assert chart["downtime"] == [down]  # a chart of the run's samples is told where to break its line
     assert down["start"] <= killed_at < down["end"] and down["duration_s"] > 1.5
     node = run["members"][0]["node"]
     gaps = {g["device"]: g for g in energy["gaps"]}

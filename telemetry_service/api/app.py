@@ -27,6 +27,7 @@ from telemetry_service.api.limits import BodyLimit
 from telemetry_service.api.metrics import DaemonCollector
 from telemetry_service.api.schemas import MAX_BATCH, MAX_POINTS, Accepted, DeviceOut, PhaseIn, RunCreate, RunStop
 from telemetry_service.daemon import Daemon
+from telemetry_service.gaps import daemon_downtime
 from telemetry_service.report import device_id, run_energy, run_summary
 from telemetry_service.runs import RunError, add_phases, get_run, register, stop
 from telemetry_service.series import device_series
@@ -130,8 +131,11 @@ def create_app(daemon: Daemon, token: str | None = None) -> FastAPI:
         with daemon.sessions() as session:
             dev = _device(session, did)
             columns, stored = device_series(session, dev.id, start, end, max_points)
+            # Where the daemon was down, so a chart breaks its line there instead of drawing across.
+            downtime = daemon_downtime(session, {dev.node_id: dev.node.name}, start, end)
             return {"device": did, "kind": dev.kind, "source": dev.source, "energy_counter": dev.energy_counter,
-                    "start": start, "end": end, "stored_points": stored, "points": len(columns["t"]), **columns}
+                    "start": start, "end": end, "stored_points": stored, "points": len(columns["t"]), **columns,
+                    "downtime": downtime}
 
     # --- runs -----------------------------------------------------------------------------------------------
     @app.post("/api/v1/runs", status_code=201)
@@ -184,6 +188,9 @@ def create_app(daemon: Daemon, token: str | None = None) -> FastAPI:
     async def post_phases(run_id: str, phases: list[PhaseIn]) -> Accepted:
         if len(phases) > MAX_BATCH:
             raise RunError(413, f"{len(phases)} phases in one batch; at most {MAX_BATCH}")
+        with daemon.sessions() as session:  # an unknown run is refused here, without a trip through the writer
+            if session.scalar(select(Run.id).where(Run.run_id == run_id)) is None:
+                raise RunError(404, f"no run with id {run_id!r}")
         now = time.time()
         n = await write(lambda s: add_phases(s, run_id, phases, daemon.node_id, now))
         return Accepted(accepted=n)

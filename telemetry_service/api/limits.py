@@ -59,6 +59,5 @@ class BodyLimit:
     async def _refuse(self, send: Send) -> None:
         body = json.dumps({"detail": self._detail()}).encode()
         await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                                (b"connection", b"close")]})
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
         await send({"type": "http.response.body", "body": body})
