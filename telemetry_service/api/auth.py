@@ -4,7 +4,9 @@ Without a token the daemon listens on loopback addresses only, where every local
 with any local service). A token is required to listen anywhere else; once a token is set, every request for
 data carries `Authorization: Bearer <token>`: writes always, reads (the API, /metrics, /healthz) unless
 `--public-read`. The dashboard page, its static files and the API description (/docs, /openapi.json) hold no
-measurements and stay open, so the dashboard can load and ask for the token.
+measurements and stay open, so the dashboard can load and ask for the token; /healthz answers a bare
+`{"status": "ok"}` without the token (liveness probes: container health checks, job prologs) and its details
+with it.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ READ_METHODS = frozenset({"GET", "HEAD"})
 # Paths that carry no measurements: the dashboard shell and the API's description.
 OPEN_PATHS = frozenset({"/", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json", "/favicon.ico"})
 OPEN_PREFIXES = ("/static/",)
+LIVENESS_PATH = "/healthz"
 
 
 class AccessError(ValueError):
@@ -133,6 +136,10 @@ class TokenAuth:
             return
         given = bearer(scope.get("headers", []))
         if given is not None and hmac.compare_digest(given, self._token):
+            await self.app(scope, receive, send)
+            return
+        if scope["path"] == LIVENESS_PATH and scope["method"] in READ_METHODS:
+            scope.setdefault("state", {})["authenticated"] = False  # the endpoint answers liveness only
             await self.app(scope, receive, send)
             return
         detail = ("this daemon requires a token: send 'Authorization: Bearer <token>'" if given is None
