@@ -1,11 +1,13 @@
 """The ledger's size for a node sampled for 30 days, with and without retention.
 
 Writes a stretch of realistic samples (8 GPUs with counters, CPU and DRAM RAPL counters at the sampling
-interval, host stats once a second) into a real SQLite ledger through the daemon's own store code, measures
+interval, host stats once a second, and the CPU/RSS of 8 training processes once a second) into a real
+SQLite ledger through the daemon's own store code, measures
 bytes per row on disk (table and index, after VACUUM), runs the retention tiers over copies of it to measure
 how many rows each tier keeps and what they cost, and extrapolates to 30 days (and a year).
 
-Usage: python bench/retention_size.py [--minutes 20] [--gpus 8] [--interval 0.1] [--tiers 1d:1s,7d:1m,90d:15m]
+Usage: python bench/retention_size.py [--minutes 20] [--gpus 8] [--processes 8] [--interval 0.1]
+                                     [--tiers 1d:1s,7d:1m,90d:15m]
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from telemetry_service.retention import Retention, Tier, parse_tiers
 from telemetry_service.sampler import register_node
 from telemetry_service.sensors.base import DeviceInfo
 from telemetry_service.store.db import open_ledger
-from telemetry_service.store.models import Sample
+from telemetry_service.store.models import ProcessSample, Sample
 from telemetry_service.store.writer import Writer
 
 DAY = 86400.0
@@ -72,6 +74,13 @@ def _rows(ids: dict[str, int], gpus: int, t0: float, seconds: float, interval: f
     return rows
 
 
+def _process_rows(node_id: int, processes: int, t0: float, seconds: float) -> list[dict[str, Any]]:
+    rng = random.Random(1)
+    return [{"node_id": node_id, "pid": 4000 + p, "t": t0 + k + rng.uniform(0, 0.01), "cpu_percent": rng.uniform(90, 110),
+             "rss_bytes": rng.randint(4, 12) * 2**30, "gpu_mem_bytes": {f"gpu{p}": rng.randint(20, 70) * 2**30}}
+            for k in range(int(seconds)) for p in range(processes)]
+
+
 def _size(path: Path) -> int:
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("VACUUM")  # in WAL mode the compacted pages reach the file at the checkpoint
@@ -80,12 +89,12 @@ def _size(path: Path) -> int:
     return path.stat().st_size
 
 
-def _sample_count(sessions: Any) -> int:
+def _row_count(sessions: Any) -> int:
     with sessions() as s:
-        return s.scalar(select(func.count()).select_from(Sample)) or 0
+        return sum(s.scalar(select(func.count()).select_from(table)) or 0 for table in (Sample, ProcessSample))
 
 
-def measure(minutes: float, gpus: int, interval: float, tiers: list[Tier]) -> dict[str, Any]:
+def measure(minutes: float, gpus: int, processes: int, interval: float, tiers: list[Tier]) -> dict[str, Any]:
     seconds = minutes * 60.0
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp) / "raw.db"
@@ -98,8 +107,12 @@ def measure(minutes: float, gpus: int, interval: float, tiers: list[Tier]) -> di
         for i in range(0, len(rows), 5000):  # batches, as the sampler writes
             with sessions() as s, s.begin():
                 s.connection().execute(insert(Sample.__table__), rows[i:i + 5000])
+        procs = _process_rows(node_id, processes, t0, seconds)
+        with sessions() as s, s.begin():
+            if procs:
+                s.connection().execute(insert(ProcessSample.__table__), procs)
         engine.dispose()
-        raw_rows = len(rows)
+        raw_rows = len(rows) + len(procs)
         raw_bytes = _size(base) - empty
         out: dict[str, Any] = {"raw_rows": raw_rows, "raw_bytes_per_row": raw_bytes / raw_rows,
                                "raw_rows_per_s": raw_rows / seconds, "tiers": []}
@@ -112,7 +125,7 @@ def measure(minutes: float, gpus: int, interval: float, tiers: list[Tier]) -> di
             Retention(writer, sessions, node_id, list(ids.values()), [Tier(tier.bucket_s * 2, tier.bucket_s)],
                       interval, 3600.0).run_pass(t0 + seconds + 4 * tier.bucket_s + tier.chunk_s)
             writer.close()
-            kept = _sample_count(sessions)
+            kept = _row_count(sessions)
             engine.dispose()
             kept_bytes = _size(copy) - empty
             out["tiers"].append({"age_s": tier.age_s, "bucket_s": tier.bucket_s, "rows_per_s": kept / seconds,
@@ -134,13 +147,15 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--minutes", type=float, default=20.0, help="history written and measured")
     ap.add_argument("--gpus", type=int, default=8)
+    ap.add_argument("--processes", type=int, default=8, help="training processes whose CPU/RSS is sampled at 1 s")
     ap.add_argument("--interval", type=float, default=0.1)
     ap.add_argument("--tiers", default=Settings.model_fields["retention"].default)
     args = ap.parse_args()
     tiers = parse_tiers(args.tiers)
     started = time.perf_counter()
-    m = measure(args.minutes, args.gpus, args.interval, tiers)
-    print(f"{args.gpus} GPUs + CPU + DRAM at {args.interval:g} s, host stats at 1 s: {m['raw_rows_per_s']:.1f} rows/s; "
+    m = measure(args.minutes, args.gpus, args.processes, args.interval, tiers)
+    print(f"{args.gpus} GPUs + CPU + DRAM at {args.interval:g} s, host stats and {args.processes} processes at 1 s: "
+          f"{m['raw_rows_per_s']:.1f} rows/s; "
           f"measured on {m['raw_rows']:,} rows ({args.minutes:g} min) in {time.perf_counter() - started:.0f} s")
     print(f"  raw: {m['raw_bytes_per_row']:.1f} bytes/row on disk (row + index)")
     for t in m["tiers"]:

@@ -9,7 +9,7 @@ each of those instants is unchanged, and between them it is interpolated. Around
 (a second, or five sampling intervals) raw samples stay as they were, so the energy of a run, E(end) - E(start), does not change at all
 for a counter device, and only by the treatment of phase boundaries inside the old stretch for a device
 measured by power alone (the bucket integral is that of the plain trapezoid, without the held power the
-energy math uses on each side of a boundary).
+energy math uses on each side of a boundary). Per-process samples keep one row per process and bucket.
 
 Retention works in chunks of a few minutes of one device, each one transaction through the ledger's single
 writer, so the sampler's batches and the API's phases wait at most one chunk. Which stretches were
@@ -29,11 +29,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from sqlalchemy import delete, func, insert, or_, select
+from sqlalchemy import bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from telemetry_service.gaps import downsampled_spans, gap_threshold
-from telemetry_service.store.models import DownsampledSpan, Run, RunMember, Sample
+from telemetry_service.store.models import DownsampledSpan, ProcessSample, Run, RunMember, Sample
 from telemetry_service.store.writer import Writer
 
 log = logging.getLogger(__name__)
@@ -272,14 +272,28 @@ def protected_intervals(session: Session, node_id: int, lo: float, hi: float,
     return out
 
 
-def _record_span(session: Session, device_pk: int, lo: float, hi: float, bucket_s: float) -> None:
-    span = session.scalars(select(DownsampledSpan).where(DownsampledSpan.device_id == device_pk,
+def _owner(device_pk: int | None, node_id: int | None) -> tuple[Any, ...]:
+    """A device's own spans, or (no device) a node's process-sample spans."""
+    if device_pk is not None:
+        return (DownsampledSpan.device_id == device_pk,)
+    return (DownsampledSpan.device_id.is_(None), DownsampledSpan.node_id == node_id)
+
+
+def _done_until(session: Session, bucket_s: float, device_pk: int | None, node_id: int | None = None) -> float | None:
+    """Where this tier or a coarser one stopped (never refine what is already coarser)."""
+    return session.scalar(select(func.max(DownsampledSpan.end)).where(*_owner(device_pk, node_id),
+                                                                      DownsampledSpan.bucket_s >= bucket_s))
+
+
+def _record_span(session: Session, device_pk: int | None, lo: float, hi: float, bucket_s: float,
+                 node_id: int | None = None) -> None:
+    span = session.scalars(select(DownsampledSpan).where(*_owner(device_pk, node_id),
                                                          DownsampledSpan.bucket_s == bucket_s,
                                                          DownsampledSpan.end == lo)).first()
     if span is not None:
         span.end = hi
     else:
-        session.add(DownsampledSpan(device_id=device_pk, start=lo, end=hi, bucket_s=bucket_s))
+        session.add(DownsampledSpan(device_id=device_pk, node_id=node_id, start=lo, end=hi, bucket_s=bucket_s))
 
 
 @dataclass(frozen=True)
@@ -298,8 +312,7 @@ def downsample_next_chunk(session: Session, device_pk: int, node_id: int, tier: 
     bucket grid, and ends a chunk later or at now - age.
     """
     w = tier.bucket_s
-    done = session.scalar(select(func.max(DownsampledSpan.end)).where(DownsampledSpan.device_id == device_pk,
-                                                                      DownsampledSpan.bucket_s >= w))
+    done = _done_until(session, w, device_pk)
     if done is None:
         first = session.scalar(select(func.min(Sample.t)).where(Sample.device_id == device_pk))
         if first is None:
@@ -348,6 +361,50 @@ def downsample_next_chunk(session: Session, device_pk: int, node_id: int, tier: 
     return ChunkResult(lo, hi, len(rows), len(rows) - removed + inserted)
 
 
+def thin_next_process_chunk(session: Session, node_id: int, tier: Tier, now: float) -> ChunkResult | None:
+    """Per-process samples (CPU %, RSS, GPU memory of the runs' processes) older than the tier's age: one row
+    per process and bucket, holding the bucket's mean CPU % and peak RSS. None when up to date."""
+    w = tier.bucket_s
+    done = _done_until(session, w, None, node_id)
+    if done is None:
+        first = session.scalar(select(func.min(ProcessSample.t)).where(ProcessSample.node_id == node_id))
+        if first is None:
+            return None
+        done = math.floor(first / w) * w
+    until = math.floor((now - tier.age_s) / w) * w
+    lo, hi = done, min(done + tier.chunk_s, until)
+    if hi <= lo:
+        return None
+    rows = session.execute(select(ProcessSample.id, ProcessSample.pid, ProcessSample.t, ProcessSample.cpu_percent,
+                                  ProcessSample.rss_bytes).where(ProcessSample.node_id == node_id,
+                                                                 ProcessSample.t >= lo, ProcessSample.t < hi)
+                           .order_by(ProcessSample.pid, ProcessSample.t)).all()
+    if not rows:
+        nxt = session.scalar(select(func.min(ProcessSample.t)).where(ProcessSample.node_id == node_id,
+                                                                     ProcessSample.t >= hi))
+        hi = until if nxt is None else max(hi, min(until, math.floor(nxt / w) * w))
+        _record_span(session, None, lo, hi, w, node_id)
+        return ChunkResult(lo, hi, 0, 0)
+    groups: dict[tuple[int, int], list[tuple[int, float | None, int | None]]] = {}
+    for row_id, pid, t, cpu_percent, rss_bytes in rows:
+        groups.setdefault((pid, math.floor(t / w)), []).append((row_id, cpu_percent, rss_bytes))
+    kept, gone = [], []
+    for members in groups.values():
+        if len(members) < 2:
+            continue
+        cpu = [c for _, c, _ in members if c is not None]
+        rss = [r for _, _, r in members if r is not None]
+        kept.append({"kid": members[0][0], "cpu": sum(cpu) / len(cpu) if cpu else None, "rss": max(rss, default=None)})
+        gone += [m[0] for m in members[1:]]
+    if kept:
+        session.connection().execute(update(ProcessSample.__table__).where(ProcessSample.__table__.c.id == bindparam("kid"))
+                                     .values(cpu_percent=bindparam("cpu"), rss_bytes=bindparam("rss")), kept)
+    for i in range(0, len(gone), 900):  # within any SQLite's limit on bound parameters
+        session.execute(delete(ProcessSample).where(ProcessSample.id.in_(gone[i:i + 900])))
+    _record_span(session, None, lo, hi, w, node_id)
+    return ChunkResult(lo, hi, len(rows), len(rows) - len(gone))
+
+
 class Retention:
     """Runs the tiers over every device of this node now and then, one chunk per writer job."""
 
@@ -374,18 +431,20 @@ class Retention:
             self._thread.join(timeout=30.0)
 
     def run_pass(self, now: float | None = None) -> int:
-        """Brings every device up to date with every tier (coarsest first); returns how many rows went."""
+        """Brings every device, and the node's process samples, up to date with every tier (coarsest first);
+        returns how many rows went."""
         now = now or time.time()
         removed = 0
-        for pk in self.device_pks:
-            for tier in reversed(self.tiers):
-                while not self._stop.is_set():
-                    fut = self.writer.submit(lambda s, pk=pk, tier=tier: downsample_next_chunk(
-                        s, pk, self.node_id, tier, now, self.interval))
-                    result = fut.result(timeout=120.0)
-                    if result is None:
-                        break
-                    removed += result.rows_before - result.rows_after
+        jobs = [lambda s, pk=pk, tier=tier: downsample_next_chunk(s, pk, self.node_id, tier, now, self.interval)
+                for pk in self.device_pks for tier in reversed(self.tiers)]
+        jobs += [lambda s, tier=tier: thin_next_process_chunk(s, self.node_id, tier, now)
+                 for tier in reversed(self.tiers)]
+        for job in jobs:
+            while not self._stop.is_set():
+                result = self.writer.submit(job).result(timeout=120.0)
+                if result is None:
+                    break
+                removed += result.rows_before - result.rows_after
         self.rows_removed += removed
         return removed
 

@@ -20,7 +20,8 @@ from telemetry_service.sampler import register_node
 from telemetry_service.sensors.base import DeviceInfo
 from telemetry_service.sensors.simulated_nvml import StepTrace
 from telemetry_service.store.db import open_ledger
-from telemetry_service.store.models import DownsampledSpan, Phase, Run, RunMember, Sample, SamplerSession
+from telemetry_service.store.models import (DownsampledSpan, Phase, ProcessSample, Run, RunMember, Sample,
+                                             SamplerSession)
 from telemetry_service.store.writer import Writer
 
 T0 = math.floor(time.time() / 3600) * 3600 - 3 * 86400.0
@@ -133,6 +134,9 @@ def ledger(tmp_path_factory):
     with sessions() as s, s.begin():
         node_id, ids = register_node(s, "node", infos, T0)
         s.connection().execute(insert(Sample.__table__), _samples(ids["gpu0"], ids["gpu1"], ids["host"]))
+        s.connection().execute(insert(ProcessSample.__table__), [
+            {"node_id": node_id, "pid": pid, "t": T0 + k + 0.01 * pid % 1, "cpu_percent": float((k * pid) % 97),
+             "rss_bytes": 2**30 + k, "gpu_mem_bytes": None} for pid in (101, 202) for k in range(int(SPAN_S))])
         s.add_all([SamplerSession(node_id=node_id, started_at=T0 - 1, last_sample_at=DOWN[0], interval_s=0.1),
                    SamplerSession(node_id=node_id, started_at=DOWN[1], last_sample_at=T0 + SPAN_S, interval_s=0.1)])
         rng = random.Random(3)
@@ -169,6 +173,9 @@ def test_energy_of_every_run_survives_retention(ledger):
         runs_before = s.execute(select(Run.__table__).order_by(Run.id)).all()
     rows_before = {key: _count(sessions, pk) for key, pk in ids.items()}
 
+    with sessions() as s:
+        processes_before = [r._mapping for r in s.execute(select(ProcessSample.pid, ProcessSample.t,
+                                                                   ProcessSample.cpu_percent, ProcessSample.rss_bytes))]
     writer = Writer(sessions)
     retention = Retention(writer, sessions, node_id, list(ids.values()), parse_tiers(TIERS), 0.1, every_s=3600.0)
     removed = retention.run_pass(NOW)
@@ -177,7 +184,9 @@ def test_energy_of_every_run_survives_retention(ledger):
     after = _energies(sessions)
 
     rows_after = {key: _count(sessions, pk) for key, pk in ids.items()}
-    assert removed == sum(rows_before.values()) - sum(rows_after.values())
+    with sessions() as s:
+        processes_left = s.scalar(select(func.count()).select_from(ProcessSample))
+    assert removed == sum(rows_before.values()) - sum(rows_after.values()) + len(processes_before) - processes_left
     # ~6 600 raw rows in the 1 min tier become ~2 a minute, ~12 000 in the 1 s tier ~2 a second; a few
     # thousand stay raw around the runs' ends and in the newest stretch.
     for key in ids:
@@ -187,6 +196,23 @@ def test_energy_of_every_run_survives_retention(ledger):
         assert s.execute(select(Run.__table__).order_by(Run.id)).all() == runs_before
         buckets = {w for (w,) in s.execute(select(DownsampledSpan.bucket_s).distinct())}
     assert buckets == {1.0, 60.0}
+
+    # Process samples in the 1 min tier: one row per process and minute, with its mean CPU % and peak RSS.
+    with sessions() as s:
+        processes_after = [r._mapping for r in s.execute(select(ProcessSample.pid, ProcessSample.t,
+                                                                  ProcessSample.cpu_percent, ProcessSample.rss_bytes))]
+    old_cut = math.floor((NOW - 1800.0) / 60.0) * 60.0
+    for pid in (101, 202):
+        minutes = {}
+        for p in processes_before:
+            if p["pid"] == pid and p["t"] < old_cut:
+                minutes.setdefault(math.floor(p["t"] / 60.0), []).append(p)
+        kept = {math.floor(p["t"] / 60.0): p for p in processes_after if p["pid"] == pid and p["t"] < old_cut}
+        assert len([p for p in processes_after if p["pid"] == pid and p["t"] < old_cut]) == len(minutes) == len(kept)
+        for minute, members in minutes.items():
+            assert kept[minute]["cpu_percent"] == pytest.approx(sum(m["cpu_percent"] for m in members) / len(members))
+            assert kept[minute]["rss_bytes"] == max(m["rss_bytes"] for m in members)
+    assert len(processes_after) < 0.75 * len(processes_before)
 
     worst_counter = worst_power = 0.0
     for run_id in RUNS:
