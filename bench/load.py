@@ -179,6 +179,11 @@ def run(clients: int, rate: float, seconds: float, gpus: int, interval: float, e
         final_health = httpx.get(f"{daemon.url}/healthz", timeout=10.0).json()["sampler"]
         rc = daemon.stop()
         stored = _stored(db)
+        lost_s = None
+        if killed_at is not None:  # how much sampling the kill cost: the newest sample written before it
+            with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+                (last,) = conn.execute("SELECT max(t) FROM samples WHERE t < ?", (killed_at,)).fetchone()
+            lost_s = killed_at - last
         # Sampling cadence while under load (a killed daemon's hole is not the sampler's doing).
         windows = [(began, ended)] if killed_at is None else [(began, killed_at - 1.0), (restarted_at + 1.0, ended)]
         per_window = [_worst_gaps(db, *w) for w in windows if w[1] > w[0]]
@@ -197,7 +202,7 @@ def run(clients: int, rate: float, seconds: float, gpus: int, interval: float, e
                                 "max": float(lat.max() * 1e3)},
             "worst_sample_gap_s": max(gaps.values()), "worst_sample_gap_by_gpu_s": gaps,
             "healthz_worst_gap_s": final_health["worst_gap_s"], "healthz_missed_ticks": final_health["missed_ticks"],
-            "killed": killed_at is not None, "daemon_exit": rc,
+            "killed": killed_at is not None, "samples_lost_at_kill_s": lost_s, "daemon_exit": rc,
         }
 
 
@@ -230,7 +235,8 @@ def main() -> None:
           f"(target {r['interval_s'] * 1e3:.0f} ms); /healthz worst tick gap {r['healthz_worst_gap_s'] * 1e3:.0f} ms, "
           f"missed ticks {r['healthz_missed_ticks']}")
     if r["killed"]:
-        print("  the daemon was SIGKILLed and restarted during the run")
+        print(f"  the daemon was SIGKILLed and restarted during the run; the newest sample written before the kill "
+              f"was {r['samples_lost_at_kill_s'] * 1e3:.0f} ms old")
 
 
 if __name__ == "__main__":
