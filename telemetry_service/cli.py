@@ -7,6 +7,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import signal
 import socket
 import sys
 from collections.abc import AsyncIterator, Iterator
@@ -17,6 +18,7 @@ import uvicorn
 from fastapi import FastAPI
 from pydantic import ValidationError
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DatabaseError
 
 from telemetry_service.config import Settings
 from telemetry_service.store.db import LedgerError
@@ -41,6 +43,16 @@ def _parser() -> argparse.ArgumentParser:
                        help="JSON description of simulated GPUs and the power traces they play")
     serve.add_argument("--cpu-tdp-w", type=float, help="CPU TDP for the estimate used where RAPL is unreadable")
     serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    serve.add_argument("--token", help="bearer token clients must send; required to listen on a non-loopback "
+                                       "address (visible in the process list: prefer TELEMETRY_TOKEN or --token-file)")
+    serve.add_argument("--token-file", type=Path, metavar="FILE", help="read the token from FILE (env TELEMETRY_TOKEN_FILE)")
+    serve.add_argument("--public-read", action="store_const", const=True,
+                       help="with a token, let reads (API GETs, /metrics, /healthz) through without it")
+    serve.add_argument("--cors-origin", action="append", metavar="ORIGIN",
+                       help="allow browser pages from ORIGIN to call the API (repeatable; env TELEMETRY_CORS_ORIGIN, "
+                            "comma-separated); off by default")
+    serve.add_argument("--retention", metavar="SPEC",
+                       help="downsample old samples: AGE:BUCKET pairs (default '1d:1s,7d:1m,90d:15m'), or 'off'")
     migrate = sub.add_parser("migrate", help="bring the ledger's schema to this version and exit (serve does this "
                                              "too as it starts; on a shared ledger, run it once before restarting "
                                              "the daemons)")
@@ -97,10 +109,35 @@ def _ledger_lock(db_url: str) -> Iterator[None]:
         handle.close()
 
 
+def _exit_cleanly_on_signals(serving: list[bool]) -> None:
+    """SIGTERM and SIGINT end the daemon with status 0 once everything is written.
+
+    uvicorn catches them while serving, shuts down (the lifespan writes every sample), then raises the signal
+    again; by then there is nothing left to do. One that comes before serving stops the start-up.
+    """
+    def handler(signum: int, _frame: object) -> None:
+        if not serving[0]:
+            raise SystemExit(0)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, handler)
+
+
 def serve(settings: Settings) -> int:
     from telemetry_service.api.app import create_app
+    from telemetry_service.api.auth import AccessError, check_binding, resolve_token
     from telemetry_service.daemon import Daemon
+    from telemetry_service.retention import Retention, parse_tiers
 
+    try:
+        token = resolve_token(settings.token.get_secret_value() if settings.token else None, settings.token_file)
+        check_binding(settings.host, token)
+        tiers = parse_tiers(settings.retention)
+    except (AccessError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    serving = [False]
+    _exit_cleanly_on_signals(serving)
     sock = _bind(settings.host, settings.port)
     with _ledger_lock(settings.db):
         try:
@@ -109,14 +146,28 @@ def serve(settings: Settings) -> int:
             sock.close()
             print(f"error: {exc}", file=sys.stderr)
             return 2
-        app = create_app(daemon)
+        except DatabaseError as exc:  # e.g. another program holds the ledger's write lock
+            sock.close()
+            print(f"error: cannot write to the ledger {make_url(settings.db).render_as_string(hide_password=True)}: "
+                  f"{exc.orig}", file=sys.stderr)
+            return 2
+        app = create_app(daemon, token=token)
+        retention = Retention(daemon.writer, daemon.sessions, daemon.node_id,
+                              [state.device_id for state in daemon.sampler.devices.values()], tiers,
+                              settings.interval, settings.retention_every_s)
 
         @contextlib.asynccontextmanager
         async def lifespan(_: FastAPI) -> AsyncIterator[None]:
             daemon.start()
+            retention.start()
+            serving[0] = True
             host, port = sock.getsockname()[:2]
-            log.info("listening on http://%s:%d (dashboard at /, API docs at /docs)", host, port)
+            shown = f"[{host}]" if ":" in host else host
+            log.info("listening on http://%s:%d (dashboard at /, API docs at /docs)", shown, port)
+            log.info("access: %s", "no token (loopback only)" if token is None else
+                     "token required for writes" + ("" if settings.public_read else " and reads"))
             yield
+            retention.close()
             daemon.close()  # SIGTERM and SIGINT land here: every sample read so far is written first
             log.info("stopped; ledger flushed")
 

@@ -6,8 +6,10 @@ import os
 import socket
 from pathlib import Path
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from typing import Annotated
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 def default_data_dir() -> Path:
@@ -35,3 +37,20 @@ class Settings(BaseSettings):
     flush_interval: float = Field(0.5, gt=0.0, le=10.0, description="longest a sample waits before it is written")
     process_interval: float = Field(1.0, gt=0.0, description="per-process CPU/RSS/GPU-memory sampling interval")
     log_level: str = "info"
+    # Access (see api/auth.py): a token is required to listen on anything but loopback.
+    token: SecretStr | None = None
+    token_file: Path | None = None
+    public_read: bool = False
+    cors_origin: Annotated[list[str], NoDecode] = Field(default_factory=list,
+                                                        description="origins allowed to call the API from a browser")
+    # Downsampling of old samples (see retention.py): "AGE:BUCKET,..." or "off".
+    retention: str = "1d:1s,7d:1m,90d:15m"
+    retention_every_s: float = Field(300.0, gt=0.0, description="how often the retention pass looks for work")
+
+    @field_validator("cors_origin", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        # TELEMETRY_CORS_ORIGIN="https://a.example,https://b.example"; repeated --cors-origin flags arrive as a list.
+        if isinstance(value, str):
+            return [v.strip() for v in value.split(",") if v.strip()]
+        return value

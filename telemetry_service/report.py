@@ -11,7 +11,8 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from telemetry_service.energy import combine_methods, find_gaps, overlaps, phase_energies
+from telemetry_service.energy import combine_methods, overlaps, phase_energies
+from telemetry_service.gaps import coarse_stretches, daemon_downtime, device_gaps, gap_threshold
 from telemetry_service.store.blocks import load_series
 from telemetry_service.store.models import Device, Node, Phase, Run, RunMember
 
@@ -71,10 +72,6 @@ def shared_devices(session: Session, run: Run, devices: list[RunDevice], now: fl
     return dict(flagged)
 
 
-def _gap_threshold(interval: float | None) -> float:
-    return max(1.0, 10.0 * (interval or 0.1))
-
-
 def _load_phases(session: Session, run_pk: int) -> tuple[list[str], Any, Any, Any, Any]:
     """A run's phases as arrays (name index, start, end, node); names in the order they first occur."""
     table = Phase.__table__.c
@@ -126,6 +123,8 @@ def run_energy(session: Session, run: Run, sample_interval: float | None = None,
     gaps: list[dict[str, Any]] = []
     notes: list[dict[str, Any]] = []
     interval = sample_interval or 0.1
+    downtime = daemon_downtime(session, {d.node_id: d.node for d in devices}, t0, t1)
+    downsampled = [c for d in devices for c in coarse_stretches(session, d.device_pk, d.id, t0, t1)]
 
     for dev in devices:
         on_node = p_node == dev.node_id
@@ -154,9 +153,9 @@ def run_energy(session: Session, run: Run, sample_interval: float | None = None,
             phase_short[j] |= bool(pe.short[j])
             phase_complete[j] &= bool(pe.complete[j])
         all_t = series.counter_t if series.counter_t.size else series.power_t
-        for a, b in find_gaps(all_t[(all_t >= t0 - MARGIN_S) & (all_t <= t1 + MARGIN_S)], _gap_threshold(interval)):
-            gaps.append({"device": dev.id, "start": a, "end": b, "duration_s": b - a,
-                         "energy": "exact: the hardware counter ran on" if pe.method == "counter" else "interpolated"})
+        gaps += device_gaps(session, dev.device_pk, dev.id, pe.method,
+                            all_t[(all_t >= t0 - MARGIN_S) & (all_t <= t1 + MARGIN_S)], gap_threshold(interval),
+                            [d for d in downtime if d["node"] == dev.node])
 
     total_energy = float(sum(total_by_device.values()))
     duration = t1 - t0
@@ -191,6 +190,8 @@ def run_energy(session: Session, run: Run, sample_interval: float | None = None,
         "simulated": any(d.source == "simulated" for d in devices),
         "shared_devices": shared_devices(session, run, devices, now),
         "gaps": gaps,
+        "downtime": downtime,
+        "downsampled": downsampled,
         "attribution": {"power_w": attribution} if attribution else None,
         "notes": notes,
     }

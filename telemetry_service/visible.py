@@ -37,7 +37,7 @@ def resolve_visible(entries: list[str] | None, gpus: list[Gpu], device_order: st
         if not entry:
             continue
         match: Gpu | None = None
-        if entry.isdigit():
+        if entry.isascii() and entry.isdigit():  # int() also takes '²' and other Unicode digits; CUDA does not
             i = int(entry)
             match = by_index[i] if i < len(by_index) else None
             if match is not None and mixed and (device_order or "FASTEST_FIRST") != "PCI_BUS_ID":

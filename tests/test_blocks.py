@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from sqlalchemy import func, insert, select
+from sqlalchemy import delete, func, insert, select
 
 from telemetry_service.sampler import register_node
 from telemetry_service.sensors.base import DeviceInfo
-from telemetry_service.store.blocks import BLOCK_S, index_device, invalidate, load_series
+from telemetry_service.store.blocks import BLOCK_S, index_device, load_series, repack
 from telemetry_service.store.db import open_ledger
 from telemetry_service.store.models import BlockWatermark, Sample, SampleBlock
 
@@ -54,12 +54,17 @@ def test_blocks_and_raw_rows_agree_everywhere(ledger):
         assert load_series(s, dev, T0 + 400, T0 + 500).power_t.size == 0
 
 
-def test_invalidated_blocks_fall_back_to_raw_rows(ledger):
+def test_repacked_blocks_follow_rewritten_rows(ledger):
     sessions, dev = ledger
     with sessions() as s, s.begin():
         index_device(s, dev, now=T0 + 400)
-        invalidate(s, dev, T0 + 90)
-        assert s.get(BlockWatermark, dev).indexed_until == T0 + 60
+        # Rows of the second minute rewritten coarser, as retention does.
+        s.execute(delete(Sample).where(Sample.device_id == dev, Sample.t >= T0 + 60, Sample.t < T0 + 120))
+        s.execute(insert(Sample), [{"device_id": dev, "t": T0 + 60 + k, "power_w": 50.0, "energy_t": None,
+                                    "energy_j": None} for k in range(60)])
+        repack(s, dev, T0 + 60, T0 + 120)
     with sessions() as s:
         series = load_series(s, dev, T0, T0 + 300)
-        assert series.power_t.size == 3000 and series.counter_t.size == 2400
+        assert series.power_t.size == 3000 - 600 + 60
+        assert np.all(series.power_w[(series.power_t >= T0 + 60) & (series.power_t < T0 + 120)] == 50.0)
+        assert s.scalar(select(func.count()).select_from(SampleBlock)) == 5

@@ -284,3 +284,20 @@ def test_sigterm_stops_the_run_as_failed_with_every_marker(shared_daemon: Daemon
     assert abs(len(steps) - recorded) <= 1  # the signal may land between a phase's count and its record
     run = run_of(shared_daemon.url, run_id)
     assert run is not None and run["status"] == "failed"
+
+
+def test_the_client_sends_the_token_a_guarded_daemon_asks_for(tmp_path: Path, make_client: Callable[..., TelemetryClient],
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    token = "s3cret-token-for-the-client-test"
+    d = DaemonProcess(tmp_path, "--token", token, host="127.0.0.2", token=token).start()
+    try:
+        (tmp_path / "token").write_text(token + "\n")
+        monkeypatch.setenv("TELEMETRY_TOKEN_FILE", str(tmp_path / "token"))
+        with make_client(url=d.url, run_id="guarded-run") as tc:
+            with tc.phase("step", step=0):
+                pass
+        stored = httpx.get(f"{d.url}/api/v1/runs/guarded-run/phases", headers=d.headers, timeout=30).json()
+        assert [p["name"] for p in stored["phases"]] == ["step"]
+        assert httpx.get(f"{d.url}/api/v1/runs/guarded-run", timeout=30).status_code == 401
+    finally:
+        d.stop()

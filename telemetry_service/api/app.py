@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 from fastapi import FastAPI, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -21,10 +22,13 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from telemetry_service import __version__
+from telemetry_service.api.auth import TokenAuth
 from telemetry_service.api.energy_cache import AnswerCache, answer_key
+from telemetry_service.api.limits import BodyLimit
 from telemetry_service.api.metrics import DaemonCollector
 from telemetry_service.api.schemas import MAX_BATCH, MAX_POINTS, Accepted, DeviceOut, PhaseIn, RunCreate, RunStop
 from telemetry_service.daemon import Daemon
+from telemetry_service.gaps import daemon_downtime
 from telemetry_service.report import device_id, run_energy, run_summary
 from telemetry_service.runs import RunError, add_phases, get_run, register, stop
 from telemetry_service.series import COLUMNS, device_series
@@ -41,7 +45,8 @@ def _error(status: int, detail: str) -> JSONResponse:
     return JSONResponse(status_code=status, content={"detail": detail})
 
 
-def create_app(daemon: Daemon) -> FastAPI:
+def create_app(daemon: Daemon, token: str | None = None) -> FastAPI:
+    """The API over `daemon`; with a `token`, requests must carry it (see api/auth.py)."""
     app = FastAPI(title="joulemeter telemetry daemon", version=__version__,
                   description="Energy per run, phase and device, measured on this node.")
     app.state.daemon = daemon
@@ -63,16 +68,19 @@ def create_app(daemon: Daemon) -> FastAPI:
     async def _run_error(_: Request, exc: RunError) -> JSONResponse:
         return _error(exc.status, exc.detail)
 
-    @app.middleware("http")
-    async def _limit_body(request: Request, call_next: Callable[[Request], Any]) -> Response:
-        length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
-            return _error(413, f"request body over {MAX_BODY_BYTES} bytes")
-        return await call_next(request)
+    # Outermost last: CORS answers preflights, then the token is checked, then the body is bounded.
+    app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
+    if token is not None:
+        app.add_middleware(TokenAuth, token=token, public_read=daemon.settings.public_read)
+    if daemon.settings.cors_origin:
+        app.add_middleware(CORSMiddleware, allow_origins=daemon.settings.cors_origin, allow_methods=["GET", "POST"],
+                           allow_headers=["Authorization", "Content-Type"], max_age=600)
 
     # --- node -------------------------------------------------------------------------------------------------
     @app.get("/healthz")
-    def healthz() -> dict[str, Any]:
+    def healthz(request: Request) -> dict[str, Any]:
+        if not getattr(request.state, "authenticated", True):  # a token is set and this request lacks it
+            return {"status": "ok"}
         s = daemon.sampler
         gpus = [d for d in s.devices.values() if d.info.kind == "gpu"]
         return {
@@ -134,8 +142,11 @@ def create_app(daemon: Daemon) -> FastAPI:
         with daemon.sessions() as session:
             dev = _device(session, did)
             columns, stored = device_series(session, dev.id, start, end, max_points, wanted)
+            # Where the daemon was down, so a chart breaks its line there instead of drawing across.
+            downtime = daemon_downtime(session, {dev.node_id: dev.node.name}, start, end)
             return {"device": did, "kind": dev.kind, "source": dev.source, "energy_counter": dev.energy_counter,
-                    "start": start, "end": end, "stored_points": stored, "points": len(columns["t"]), **columns}
+                    "start": start, "end": end, "stored_points": stored, "points": len(columns["t"]), **columns,
+                    "downtime": downtime}
 
     # --- runs -----------------------------------------------------------------------------------------------
     @app.post("/api/v1/runs", status_code=201)
@@ -188,6 +199,9 @@ def create_app(daemon: Daemon) -> FastAPI:
     async def post_phases(run_id: str, phases: list[PhaseIn]) -> Accepted:
         if len(phases) > MAX_BATCH:
             raise RunError(413, f"{len(phases)} phases in one batch; at most {MAX_BATCH}")
+        with daemon.sessions() as session:  # an unknown run is refused here, without a trip through the writer
+            if session.scalar(select(Run.id).where(Run.run_id == run_id)) is None:
+                raise RunError(404, f"no run with id {run_id!r}")
         now = time.time()
         n = await write(lambda s: add_phases(s, run_id, phases, daemon.node_id, now))
         return Accepted(accepted=n)

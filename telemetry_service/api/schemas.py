@@ -4,31 +4,55 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 MAX_NAME = 255
 MAX_BATCH = 10_000
 MAX_POINTS = 100_000
+MAX_DEPTH = 32
+# Instants are unix seconds: anything before this (September 2001) is a unit mistake or garbage.
+MIN_UNIX_S = 1e9
 
-Name = Annotated[str, StringConstraints(min_length=1, max_length=MAX_NAME, strip_whitespace=True)]
+
+def _no_nul(value: str) -> str:
+    # NUL cannot be stored in a PostgreSQL text column: refused here, on every ledger, rather than there.
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    return value
+
+
+def _shallow(value: dict[str, Any]) -> dict[str, Any]:
+    # Deep nesting costs recursion at every later encoding of the run: bounded here.
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise ValueError(f"nested deeper than {MAX_DEPTH} levels")
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else ()
+        stack.extend((child, depth + 1) for child in children)
+    return value
+
+
+Name = Annotated[str, StringConstraints(min_length=1, max_length=MAX_NAME, strip_whitespace=True),
+                 AfterValidator(_no_nul)]
 RunId = Annotated[str, StringConstraints(min_length=1, max_length=MAX_NAME, pattern=r"^[A-Za-z0-9_.:@+\-]+$")]
 Scalar = str | int | float | bool | None
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
 
 
 class RunCreate(Strict):
     name: Name
     run_id: RunId | None = None
     pid: int | None = Field(None, ge=0, le=2**31 - 1)
-    host: Annotated[str, StringConstraints(max_length=MAX_NAME)] | None = None
+    host: Annotated[str, StringConstraints(max_length=MAX_NAME), AfterValidator(_no_nul)] | None = None
     visible_devices: list[Annotated[str, StringConstraints(max_length=128)]] | None = Field(None, max_length=256)
     cuda_device_order: Literal["FASTEST_FIRST", "PCI_BUS_ID"] | None = None
-    started_at: float | None = Field(None, gt=0, description="when the run began, if earlier than its registration")
+    started_at: float | None = Field(None, ge=MIN_UNIX_S, description="when the run began, if earlier than its registration")
     tags: dict[Annotated[str, StringConstraints(max_length=MAX_NAME)], Scalar] = Field(default_factory=dict, max_length=256)
-    config: dict[str, Any] = Field(default_factory=dict)
+    config: Annotated[dict[str, Any], AfterValidator(_shallow)] = Field(default_factory=dict)
 
 
 class PhaseIn(Strict):

@@ -61,15 +61,8 @@ def index_device(session: Session, device_pk: int, now: float | None = None) -> 
                              .order_by(Sample.t).limit(1))
         until = final if nxt is None else min(final, math.floor(nxt / BLOCK_S) * BLOCK_S)
         until = max(until, start)
-    a = _as_array(rows)  # type: ignore[arg-type]
-    blocks = []
-    if a.size:
-        minute = np.floor(a[:, 0] / BLOCK_S) * BLOCK_S
-        cuts = np.nonzero(np.diff(minute))[0] + 1
-        for part in np.split(a, cuts):
-            b_start = math.floor(part[0, 0] / BLOCK_S) * BLOCK_S
-            blocks.append({"device_id": device_pk, "start": b_start, "end": b_start + BLOCK_S, "n": len(part),
-                           "data": np.ascontiguousarray(part, dtype="<f8").tobytes()})
+    blocks = _pack(device_pk, _as_array(rows))  # type: ignore[arg-type]
+    if blocks:
         session.execute(delete(SampleBlock).where(SampleBlock.device_id == device_pk, SampleBlock.start >= start,
                                                   SampleBlock.start < until))
         session.connection().execute(insert(SampleBlock.__table__), blocks)
@@ -80,13 +73,37 @@ def index_device(session: Session, device_pk: int, now: float | None = None) -> 
     return len(blocks)
 
 
-def invalidate(session: Session, device_pk: int, since: float) -> None:
-    """Drops blocks from `since` on and moves the watermark back, after raw samples there were rewritten."""
-    since = math.floor(since / BLOCK_S) * BLOCK_S
-    session.execute(delete(SampleBlock).where(SampleBlock.device_id == device_pk, SampleBlock.start >= since))
+def repack(session: Session, device_pk: int, lo: float, hi: float) -> None:
+    """Rebuilds the blocks of the minutes touching [lo, hi) from `samples`, after their rows were rewritten
+    (retention); minutes past the watermark are left to the indexer."""
     mark = session.get(BlockWatermark, device_pk)
-    if mark is not None and mark.indexed_until > since:
-        mark.indexed_until = since
+    if mark is None:
+        return
+    lo = math.floor(lo / BLOCK_S) * BLOCK_S
+    hi = min(math.ceil(hi / BLOCK_S) * BLOCK_S, mark.indexed_until)
+    if hi <= lo:
+        return
+    session.execute(delete(SampleBlock).where(SampleBlock.device_id == device_pk, SampleBlock.start >= lo,
+                                              SampleBlock.start < hi))
+    rows = session.execute(select(*COLUMNS).where(Sample.device_id == device_pk, Sample.t >= lo, Sample.t < hi)
+                           .order_by(Sample.t)).all()
+    blocks = _pack(device_pk, _as_array(rows))  # type: ignore[arg-type]
+    if blocks:
+        session.connection().execute(insert(SampleBlock.__table__), blocks)
+
+
+def _pack(device_pk: int, a: np.ndarray) -> list[dict[str, object]]:
+    """Rows of (t, power, energy_t, energy_j), cut into one block per minute."""
+    if not a.size:
+        return []
+    minute = np.floor(a[:, 0] / BLOCK_S) * BLOCK_S
+    cuts = np.nonzero(np.diff(minute))[0] + 1
+    blocks = []
+    for part in np.split(a, cuts):
+        b_start = math.floor(part[0, 0] / BLOCK_S) * BLOCK_S
+        blocks.append({"device_id": device_pk, "start": b_start, "end": b_start + BLOCK_S, "n": len(part),
+                       "data": np.ascontiguousarray(part, dtype="<f8").tobytes()})
+    return blocks
 
 
 def load_series(session: Session, device_pk: int, t0: float, t1: float) -> DeviceSeries:

@@ -32,7 +32,13 @@ def make_engine(url: str) -> Engine:
         raise LedgerError(f"not a database URL: {url!r} ({exc})") from exc
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            path = Path(parsed.database).expanduser()
+            path.parent.mkdir(parents=True, exist_ok=True)
+            # SQLite would take an empty file for a new database; the daemon never leaves one (it writes the
+            # header as it opens), so an empty ledger was emptied by something else and must not be started over.
+            if path.is_file() and path.stat().st_size == 0:
+                raise LedgerError(f"the ledger {path} is an empty file (0 bytes): restore it from a backup, or "
+                                  "delete it to start a new ledger")
         engine = create_engine(parsed, connect_args={"check_same_thread": False, "timeout": 10})
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine

@@ -160,3 +160,19 @@ class BlockWatermark(Base):
 
     device_id: Mapped[int] = mapped_column(ForeignKey("devices.id"), primary_key=True)
     indexed_until: Mapped[float] = mapped_column(Float)
+
+
+class DownsampledSpan(Base):
+    """A stretch of one device's samples (or, with no device, of a node's process samples) that retention
+    replaced with a coarser series of `bucket_s` buckets (see retention.py). Stretches of coarser tiers lie
+    over finer ones; the coarsest covering an instant wins."""
+
+    __tablename__ = "downsampled_spans"
+    __table_args__ = (Index("ix_downsampled_spans_device_bucket", "device_id", "bucket_s"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    device_id: Mapped[int | None] = mapped_column(ForeignKey("devices.id"))
+    node_id: Mapped[int | None] = mapped_column(ForeignKey("nodes.id"))  # set for process samples
+    start: Mapped[float] = mapped_column(Float)
+    end: Mapped[float] = mapped_column(Float)
+    bucket_s: Mapped[float] = mapped_column(Float)

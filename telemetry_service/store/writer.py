@@ -81,7 +81,9 @@ class Writer:
             with self._sessions() as session, session.begin():
                 result = job(session)
         except Exception as exc:
-            log.error("ledger write failed: %s", exc)
+            # A job that refused its input (it carries a 4xx status for the API) is the caller's business.
+            client_error = 400 <= getattr(exc, "status", 500) < 500
+            log.log(logging.DEBUG if client_error else logging.ERROR, "ledger write failed: %s", exc)
             fut.set_exception(exc)
             return
         fut.set_result(result)

@@ -6,6 +6,7 @@ CUDA, never imported here (importing it costs seconds and would initialise nothi
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import sys
@@ -34,6 +35,8 @@ SLURM_TAGS = {
     "SLURM_RESTART_COUNT": "slurm_restart_count",
 }
 
+log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class ProcessInfo:
@@ -48,6 +51,19 @@ class ProcessInfo:
 def daemon_url(url: str | None, env: Mapping[str, str] = os.environ) -> str:
     """The argument, else TELEMETRY_URL, else the node-local default."""
     return (url or env.get("TELEMETRY_URL") or DEFAULT_URL).rstrip("/")
+
+
+def daemon_token(env: Mapping[str, str] = os.environ) -> str | None:
+    """The daemon's bearer token, where it asks for one: TELEMETRY_TOKEN, else the file TELEMETRY_TOKEN_FILE names."""
+    if env.get("TELEMETRY_TOKEN"):
+        return env["TELEMETRY_TOKEN"].strip()
+    path = env.get("TELEMETRY_TOKEN_FILE")
+    if path:
+        try:
+            return Path(path).expanduser().read_text().strip() or None
+        except OSError as exc:
+            log.warning("joulemeter: cannot read the token file %s: %s", path, exc)
+    return None
 
 
 def job_run_id(env: Mapping[str, str] = os.environ) -> str | None:

@@ -7,6 +7,8 @@ from urllib.parse import quote
 
 import httpx
 
+from trainer.client.environment import daemon_token
+
 from trainer.client.payload import Scalar, encode_list
 
 USER_AGENT = "joulemeter-client/0.1"
@@ -44,8 +46,12 @@ def _detail(response: httpx.Response) -> str:
 class Transport:
     def __init__(self, url: str, timeout: float = 5.0, connect_timeout: float = 2.0) -> None:
         self.url = url.rstrip("/")
+        headers = {"user-agent": USER_AGENT}
+        token = daemon_token()
+        if token:
+            headers["authorization"] = f"Bearer {token}"
         self._http = httpx.Client(base_url=self.url, timeout=httpx.Timeout(timeout, connect=connect_timeout),
-                                  headers={"user-agent": USER_AGENT})
+                                  headers=headers)
 
     def __enter__(self) -> Transport:
         return self
