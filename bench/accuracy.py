@@ -60,8 +60,8 @@ LENGTHS_FULL = ((0.02, 1000), (0.05, 150), (0.2, 40), (1.0, 8), (5.0, 2))
 LENGTHS_QUICK = ((0.02, 120), (0.05, 30), (0.2, 6), (1.0, 1))
 JITTER = 0.15  # each phase lasts L x U(1 - JITTER, 1 + JITTER): steps are never phase-locked to a sensor grid
 SCENARIO_GAP_S = 1.0
-SEGMENT_GAP_S = 8.0  # before each phase length: Zeus's power poller is restarted there (bounded memory)
-LEAD_S = 20.0  # set-up time before the first phase: daemon, trackers, Zeus's spawned pollers
+SEGMENT_GAP_S = 2.0  # between phase lengths
+LEAD_S = 30.0  # set-up time before the first phase: daemon, trackers, Zeus's spawned poller
 
 # The power inside each phase name, as (fraction of the phase, watts) pieces.
 KINDS: dict[str, tuple[tuple[str, tuple[tuple[float, float], ...]], ...]] = {
@@ -95,7 +95,6 @@ class Element:
     pieces: list[tuple[float, float]]
     scenario: Scenario | None = None
     name: str | None = None
-    new_length: bool = False  # the idle stretch before a new phase length: Zeus's power poller restarts there
 
 
 def phase_pieces(kind: str, name: str, duration: float) -> list[tuple[float, float]]:
@@ -114,12 +113,12 @@ def phase_pieces(kind: str, name: str, duration: float) -> list[tuple[float, flo
 def build_schedule(lengths: tuple[tuple[float, int], ...], t0: float, rng: random.Random
                    ) -> tuple[list[Element], list[Scenario]]:
     """The workload from t0 - LEAD_S: idle lead-in, then for each phase length one scenario per trace kind."""
-    elements = [Element(start=t0 - LEAD_S, pieces=[(LEAD_S, IDLE_W)], new_length=True)]
+    elements = [Element(start=t0 - LEAD_S, pieces=[(LEAD_S, IDLE_W)])]
     scenarios: list[Scenario] = []
     t = t0
     for n, (length, reps) in enumerate(lengths):
         if n:
-            elements.append(Element(start=t, pieces=[(SEGMENT_GAP_S, IDLE_W)], new_length=True))
+            elements.append(Element(start=t, pieces=[(SEGMENT_GAP_S, IDLE_W)]))
             t += SEGMENT_GAP_S
         for kind, names in KINDS.items():
             sc = Scenario(id=f"acc-{kind}-{length:g}s", kind=kind, length=length, reps=reps,
@@ -163,34 +162,23 @@ class Zeus:
         self.monitors: dict[int, Any] = {
             0: ZeusMonitor(gpu_indices=[0], cpu_indices=[], approx_instant_energy=True),
             1: ZeusMonitor(gpu_indices=[1], cpu_indices=[]),
+            2: ZeusMonitor(gpu_indices=[2], cpu_indices=[], approx_instant_energy=True),
         }
+        # Zeus 0.16 polls with no pause at all (its inferred period is min(0.0, p) = 0): once its poller is up,
+        # it runs at the lowest priority, taking idle CPU only, so that it does not delay the tools measured.
+        for proc in self.monitors[2].power_monitor.processes.values():
+            os.setpriority(os.PRIO_PROCESS, proc.pid, 19)
         self.open: dict[int, tuple[str, str, float]] = {}
         self.windows: list[Window] = []
-        self.retired: list[Any] = []
         self.settings = {
             "gpu0": "ZeusMonitor(gpu_indices=[0], cpu_indices=[], approx_instant_energy=True)",
             "gpu1": "ZeusMonitor(gpu_indices=[1], cpu_indices=[]) (no instant power: approx_instant_energy impossible)",
             "gpu2": "ZeusMonitor(gpu_indices=[2], cpu_indices=[], approx_instant_energy=True): pre-Volta path, "
-                    "PowerMonitor in spawned processes, restarted for each phase length",
+                    "PowerMonitor polling instant power in a spawned process (niced to 19 once started)",
             "gpu3": "not measured: Zeus probes which power fields exist on GPU 0 only (it assumes identical GPUs); "
                     "GPU 3 lacks the instant-power field GPU 0 has, so its poller would get no sample (0 J)",
             "sync_execution": False,
         }
-
-    def restart_power_poller(self) -> None:
-        """A fresh PowerMonitor: its end_window scans every sample kept so far, so one per phase length keeps
-        that scan short. The old one is stopped in the background: Zeus waits up to 2 s per power domain
-        whose queue nobody read (here the 1 s average one) before it terminates the poller."""
-        old = self.monitors.pop(2, None)
-        if old is not None and old.power_monitor is not None:
-            threading.Thread(target=old.power_monitor.stop, name="zeus-stop", daemon=True).start()
-            self.retired.append(old)
-        mon = self.ZeusMonitor(gpu_indices=[2], cpu_indices=[], approx_instant_energy=True)
-        # Zeus 0.16 polls with no pause at all (its inferred period is min(0.0, p) = 0): once its pollers are
-        # up, they run at the lowest priority, taking idle CPU only, so they do not delay the tools measured.
-        for proc in mon.power_monitor.processes.values():
-            os.setpriority(os.PRIO_PROCESS, proc.pid, 19)
-        self.monitors[2] = mon
 
     def end(self) -> None:
         for gpu, mon in self.monitors.items():
@@ -207,7 +195,7 @@ class Zeus:
             self.open[gpu] = (scenario, name, t0)
 
     def close(self) -> None:
-        for mon in [*self.monitors.values(), *self.retired]:
+        for mon in self.monitors.values():
             if mon.power_monitor is not None:
                 mon.power_monitor.stop()
 
@@ -309,12 +297,8 @@ def drive(elements: list[Element], trace: LiveTrace, zeus: Zeus | None, cc: Code
     shift = 0.0  # how far set-up work in idle stretches pushed the rest of the schedule back
 
     def idle(i: int) -> None:
-        """Work done while idle: restart Zeus's poller before a new phase length, register the next run."""
+        """Work done while idle: register the next run."""
         nonlocal shift
-        if elements[i].new_length and zeus is not None:
-            t0 = time.time()
-            zeus.restart_power_poller()
-            print(f"Zeus power poller (re)started in {time.time() - t0:.1f} s", flush=True)
         nxt = elements[i + 1] if i + 1 < len(elements) else None
         if nxt is not None and nxt.scenario is not None:
             late = time.time() + 0.2 - (nxt.start + shift)
@@ -387,6 +371,9 @@ def evaluate(scenarios: list[Scenario], trace: LiveTrace, ours_windows: list[Win
     # Every GPU plays the same trace: the exact energy over our markers is the same for all of them.
     ours_truth = {k: t for k, (t, _) in truth_and_estimate(
         [Window(w.scenario, w.name, w.t0, w.t1, {0: 0.0}) for w in ours_windows], trace, 0).items()}
+    lengths: dict[str, list[float]] = defaultdict(list)
+    for w in ours_windows:
+        lengths[w.scenario].append(w.t1 - w.t0)
     for gpu, variant in enumerate(VARIANTS):
         zeus_est = truth_and_estimate(zeus.windows, trace, gpu) if zeus is not None else {}
         cc_est = truth_and_estimate(cc.windows, trace, gpu) if cc is not None else {}
@@ -400,9 +387,11 @@ def evaluate(scenarios: list[Scenario], trace: LiveTrace, ours_windows: list[Win
                 est = device_energy(p["by_device"][dev_id]) if dev_id in p.get("by_device", {}) else float("nan")
                 row: dict[str, Any] = {
                     "variant": variant["key"], "gpu": gpu, "length": sc.length, "kind": sc.kind, "name": name,
-                    "reps": sc.reps, "ours": {"truth_j": truth, "energy_j": est, "rel_err": (est - truth) / truth,
+                    "reps": sc.reps, "median_length_s": float(np.median(lengths[sc.id])), "ours": {"truth_j": truth, "energy_j": est, "rel_err": (est - truth) / truth,
                                               "method": p.get("method"),
-                                              "device_method": devices.get(dev_id, {}).get("method"),
+                                              # per phase and device where the API says so, else the device's
+                                              "device_method": p.get("methods", {}).get(dev_id)
+                                              or devices.get(dev_id, {}).get("method"),
                                               "phase": {k: v for k, v in p.items() if k != "by_device"}},
                 }
                 for tool, est_map in (("zeus", zeus_est), ("codecarbon", cc_est)):
@@ -419,7 +408,8 @@ def summary_tables(rows: list[dict[str, Any]], lengths: list[float]) -> str:
         body = []
         for length in lengths:
             sel = [r for r in rows if r["variant"] == variant["key"] and r["length"] == length]
-            cells: list[Any] = [f"{length:g} s", sel[0]["reps"] if sel else ""]
+            real = f"{1e3 * float(np.median([r['median_length_s'] for r in sel])):.1f} ms" if sel else ""
+            cells: list[Any] = [f"{length:g} s", real, sel[0]["reps"] if sel else ""]
             for tool in ("ours", "zeus", "codecarbon"):
                 errs = [abs(r[tool]["rel_err"]) for r in sel if tool in r]
                 cells.append(harness.pct(max(errs)) if errs else "n/a")
@@ -428,7 +418,7 @@ def summary_tables(rows: list[dict[str, Any]], lengths: list[float]) -> str:
             cells.append(", ".join(methods))
             body.append(cells)
         out.append(harness.table(
-            ["phase", "reps/name", "ours max", "ours mean", "Zeus max", "Zeus mean", "CodeCarbon max",
+            ["phase", "as run (median)", "reps/name", "ours max", "ours mean", "Zeus max", "Zeus mean", "CodeCarbon max",
              "CodeCarbon mean", "our method"], body,
             title=f"GPU {VARIANTS.index(variant)}: {variant['key']} — |relative error| of energy per phase name"))
     return "\n\n".join(out)
