@@ -1,7 +1,7 @@
 """Accuracy of energy per phase name: our daemon, Zeus and CodeCarbon, reading one simulated GPU binding at once.
 
-    .venv/bin/python bench/accuracy.py            # the full run, about 8 minutes
-    .venv/bin/python bench/accuracy.py --quick    # about 1.5 minutes, fewer repetitions, phases up to 1 s
+    .venv/bin/python bench/accuracy.py            # the full run, about 10 minutes
+    .venv/bin/python bench/accuracy.py --quick    # about 3 minutes, fewer repetitions, phases up to 1 s
 
 One `BenchNvml` instance holds four fake GPUs playing the same power trace (the same workload on four GPUs
 with different sensors): with and without the energy counter (counter on its own ~100 ms grid, random phase),
@@ -61,6 +61,8 @@ LENGTHS_QUICK = ((0.02, 120), (0.05, 30), (0.2, 6), (1.0, 1))
 JITTER = 0.15  # each phase lasts L x U(1 - JITTER, 1 + JITTER): steps are never phase-locked to a sensor grid
 SCENARIO_GAP_S = 1.0
 SEGMENT_GAP_S = 2.0  # between phase lengths
+POLLER_FROM_S = 0.2  # Zeus's power poller (GPU 2) measures phases from this length on (see Zeus.start_power_poller)
+POLLER_GAP_S = 15.0  # the idle stretch in which it starts
 LEAD_S = 30.0  # set-up time before the first phase: daemon, trackers, Zeus's spawned poller
 
 # The power inside each phase name, as (fraction of the phase, watts) pieces.
@@ -73,6 +75,7 @@ KINDS: dict[str, tuple[tuple[str, tuple[tuple[float, float], ...]], ...]] = {
                  ("optimizer_step", ((0.2, 330.0), (0.8, 240.0)))),  # a short blip
 }
 BURST = ((0.003, 480.0), (0.004, 150.0))  # 3 ms bursts every 7 ms, from the start of each burst phase
+NOISE_S, NOISE_SD = 0.005, 0.02  # sensor-visible fluctuation of every level: 5 ms pieces, 2 % standard deviation
 
 
 @dataclass
@@ -95,31 +98,46 @@ class Element:
     pieces: list[tuple[float, float]]
     scenario: Scenario | None = None
     name: str | None = None
+    start_poller: bool = False  # Zeus's power poller starts in this idle stretch
 
 
-def phase_pieces(kind: str, name: str, duration: float) -> list[tuple[float, float]]:
+def with_noise(pieces: list[tuple[float, float]], rng: random.Random) -> list[tuple[float, float]]:
+    """Real power is never flat: each level is cut into NOISE_S pieces, each NOISE_SD off in a random direction.
+
+    The integral stays exact (it is the integral of these pieces). Without it, a poller that keeps only changed
+    readings (Zeus's) would see nothing inside a constant phase, a blindness real sensors never cause."""
+    out = []
+    for d, w in pieces:
+        n = max(1, round(d / NOISE_S))
+        out += [(d / n, w * (1.0 + rng.gauss(0.0, NOISE_SD))) for _ in range(n)]
+    return out
+
+
+def phase_pieces(kind: str, name: str, duration: float, rng: random.Random) -> list[tuple[float, float]]:
     if kind == "bursts" and name == "burst":
         out, t = [], 0.0
         while t < duration - 1e-9:
             for d, w in BURST:
                 d = min(d, duration - t)
                 if d > 1e-9:
-                    out.append((d, w))
+                    out.append((d, w * (1.0 + rng.gauss(0.0, NOISE_SD))))
                     t += d
         return out
-    return [(f * duration, w) for f, w in dict(KINDS[kind])[name]]
+    return with_noise([(f * duration, w) for f, w in dict(KINDS[kind])[name]], rng)
 
 
 def build_schedule(lengths: tuple[tuple[float, int], ...], t0: float, rng: random.Random
                    ) -> tuple[list[Element], list[Scenario]]:
     """The workload from t0 - LEAD_S: idle lead-in, then for each phase length one scenario per trace kind."""
-    elements = [Element(start=t0 - LEAD_S, pieces=[(LEAD_S, IDLE_W)])]
+    elements = [Element(start=t0 - LEAD_S, pieces=with_noise([(LEAD_S, IDLE_W)], rng))]
     scenarios: list[Scenario] = []
     t = t0
     for n, (length, reps) in enumerate(lengths):
         if n:
-            elements.append(Element(start=t, pieces=[(SEGMENT_GAP_S, IDLE_W)]))
-            t += SEGMENT_GAP_S
+            poller = length >= POLLER_FROM_S and lengths[n - 1][0] < POLLER_FROM_S
+            gap = POLLER_GAP_S if poller else SEGMENT_GAP_S
+            elements.append(Element(start=t, pieces=with_noise([(gap, IDLE_W)], rng), start_poller=poller))
+            t += gap
         for kind, names in KINDS.items():
             sc = Scenario(id=f"acc-{kind}-{length:g}s", kind=kind, length=length, reps=reps,
                           names=[name for name, _ in names])
@@ -127,11 +145,12 @@ def build_schedule(lengths: tuple[tuple[float, int], ...], t0: float, rng: rando
             for _ in range(reps):
                 for name in sc.names:
                     d = round(length * rng.uniform(1 - JITTER, 1 + JITTER), 6)
-                    elements.append(Element(start=t, pieces=phase_pieces(kind, name, d), scenario=sc, name=name))
+                    elements.append(Element(start=t, pieces=phase_pieces(kind, name, d, rng), scenario=sc,
+                                            name=name))
                     t += d
-            elements.append(Element(start=t, pieces=[(SCENARIO_GAP_S, IDLE_W)]))
+            elements.append(Element(start=t, pieces=with_noise([(SCENARIO_GAP_S, IDLE_W)], rng)))
             t += SCENARIO_GAP_S
-    elements.append(Element(start=t, pieces=[(5.0, IDLE_W)]))
+    elements.append(Element(start=t, pieces=with_noise([(5.0, IDLE_W)], rng)))
     return elements, scenarios
 
 
@@ -162,30 +181,43 @@ class Zeus:
         self.monitors: dict[int, Any] = {
             0: ZeusMonitor(gpu_indices=[0], cpu_indices=[], approx_instant_energy=True),
             1: ZeusMonitor(gpu_indices=[1], cpu_indices=[]),
-            2: ZeusMonitor(gpu_indices=[2], cpu_indices=[], approx_instant_energy=True),
         }
-        # Zeus 0.16 polls with no pause at all (its inferred period is min(0.0, p) = 0): once its poller is up,
-        # it runs at the lowest priority, taking idle CPU only, so that it does not delay the tools measured.
-        for proc in self.monitors[2].power_monitor.processes.values():
-            os.setpriority(os.PRIO_PROCESS, proc.pid, 19)
+        self.costs: dict[tuple[int, float], list[float]] = defaultdict(list)  # (gpu, L) -> seconds per end_window
+        self.poller_error: str | None = None
         self.open: dict[int, tuple[str, str, float]] = {}
         self.windows: list[Window] = []
         self.settings = {
             "gpu0": "ZeusMonitor(gpu_indices=[0], cpu_indices=[], approx_instant_energy=True)",
             "gpu1": "ZeusMonitor(gpu_indices=[1], cpu_indices=[]) (no instant power: approx_instant_energy impossible)",
             "gpu2": "ZeusMonitor(gpu_indices=[2], cpu_indices=[], approx_instant_energy=True): pre-Volta path, "
-                    "PowerMonitor polling instant power in a spawned process (niced to 19 once started)",
+                    "PowerMonitor polling instant power in a spawned process (niced to 19 once started), from the "
+                    f"first phase length of {POLLER_FROM_S:g} s on: its end_window scans every power sample kept "
+                    "so far, which costs more than a phase of 20-50 ms once thousands are kept",
             "gpu3": "not measured: Zeus probes which power fields exist on GPU 0 only (it assumes identical GPUs); "
                     "GPU 3 lacks the instant-power field GPU 0 has, so its poller would get no sample (0 J)",
             "sync_execution": False,
         }
 
-    def end(self) -> None:
+    def start_power_poller(self) -> None:
+        """GPU 2 (no counter) through Zeus's pre-Volta path: a PowerMonitor polling in a spawned process."""
+        try:
+            mon = self.ZeusMonitor(gpu_indices=[2], cpu_indices=[], approx_instant_energy=True)
+        except RuntimeError as exc:  # its poller did not come up within Zeus's 10 s on a loaded machine
+            self.poller_error = repr(exc)
+            return
+        # Zeus 0.16 polls with no pause at all (its inferred period is min(0.0, p) = 0): once its poller is up,
+        # it runs at the lowest priority, taking idle CPU only, so that it does not delay the tools measured.
+        for proc in mon.power_monitor.processes.values():
+            os.setpriority(os.PRIO_PROCESS, proc.pid, 19)
+        self.monitors[2] = mon
+
+    def end(self, length: float) -> None:
         for gpu, mon in self.monitors.items():
             if gpu in self.open:
                 scenario, name, t0 = self.open.pop(gpu)
                 t1 = time.time()
                 m = mon.end_window(name, sync_execution=False)
+                self.costs[(gpu, length)].append(time.time() - t1)
                 self.windows.append(Window(scenario, name, t0, t1, {gpu: float(m.gpu_energy[gpu])}))
 
     def begin(self, scenario: str, name: str) -> None:
@@ -224,7 +256,7 @@ class CodeCarbon:
             "detection": "a no-op `nvidia-smi` on PATH (CodeCarbon runs `nvidia-smi --help` to decide NVML is usable)",
         }
 
-    def end(self) -> None:
+    def end(self, length: float) -> None:
         for gpu, trk in enumerate(self.trackers):
             if gpu in self.open:
                 scenario, name, t0 = self.open.pop(gpu)
@@ -244,12 +276,18 @@ class CodeCarbon:
 
 
 class Poster(threading.Thread):
-    """Sends our markers to the daemon off the training thread, as the client library does: runs, phase batches, stop."""
+    """Registers each run off the training thread; its markers and its stop are sent once the schedule is over.
+
+    In production the daemon has a process of its own. Here it shares this process's GIL, and ingesting thousands
+    of markers, then computing a stopped run's totals, would stall the training thread and the sampler for
+    seconds in the middle of the next run: an artefact of hosting, which deferring that work removes.
+    """
 
     def __init__(self, url: str) -> None:
         super().__init__(name="poster", daemon=True)
-        self.client = httpx.Client(base_url=url, timeout=120.0)
+        self.client = httpx.Client(base_url=url, timeout=300.0)
         self.jobs: queue.Queue[Any] = queue.Queue()
+        self.deferred: list[Any] = []
         self.errors: list[str] = []
 
     def run(self) -> None:
@@ -271,9 +309,11 @@ class Poster(threading.Thread):
             for i in range(0, len(markers), 5000):
                 c.post(f"/api/v1/runs/{run_id}/phases", json=markers[i:i + 5000]).raise_for_status()
             c.post(f"/api/v1/runs/{run_id}/stop", json={"end": end}).raise_for_status()
-        self.jobs.put(job)
+        self.deferred.append(job)
 
     def finish(self) -> None:
+        for job in self.deferred:
+            self.jobs.put(job)
         self.jobs.put(None)
         self.join()
 
@@ -297,8 +337,12 @@ def drive(elements: list[Element], trace: LiveTrace, zeus: Zeus | None, cc: Code
     shift = 0.0  # how far set-up work in idle stretches pushed the rest of the schedule back
 
     def idle(i: int) -> None:
-        """Work done while idle: register the next run."""
+        """Work done while idle: start Zeus's power poller where planned, register the next run."""
         nonlocal shift
+        if elements[i].start_poller and zeus is not None:
+            t0 = time.time()
+            zeus.start_power_poller()
+            print(f"Zeus power poller started in {time.time() - t0:.1f} s ({zeus.poller_error or 'ok'})", flush=True)
         nxt = elements[i + 1] if i + 1 < len(elements) else None
         if nxt is not None and nxt.scenario is not None:
             late = time.time() + 0.2 - (nxt.start + shift)
@@ -319,7 +363,8 @@ def drive(elements: list[Element], trace: LiveTrace, zeus: Zeus | None, cc: Code
         for tool in (zeus, cc):
             if tool is not None:
                 if prev.name is not None:
-                    tool.end()
+                    assert prev.scenario is not None
+                    tool.end(prev.scenario.length)
                 if el.name is not None:
                     assert el.scenario is not None
                     tool.begin(el.scenario.id, el.name)
@@ -437,7 +482,7 @@ def detail_table(rows: list[dict[str, Any]]) -> str:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="fewer repetitions, phases up to 1 s (about 1.5 minutes)")
+    ap.add_argument("--quick", action="store_true", help="fewer repetitions, phases up to 1 s (about 3 minutes)")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--no-peers", action="store_true", help="measure our daemon only")
     args = ap.parse_args()
@@ -510,14 +555,21 @@ def main() -> int:
     print(f"\ntraining-thread lateness at boundaries: {driven['lateness']}")
     print(f"daemon sampler: {health['sampler']}; counter-clock lost locks: {lost_locks}")
     print(f"energy query latency per run: max {max(latency.values()) * 1e3:.0f} ms")
+    zeus_costs = {f"gpu{g} L={length:g}": harness.quantiles(v) for (g, length), v in sorted(zeus.costs.items())} \
+        if zeus is not None else {}
+    for key, q in zeus_costs.items():
+        print(f"Zeus end_window {key}: median {q['median'] * 1e3:.2f} ms, p99 {q['p99'] * 1e3:.2f} ms, "
+              f"max {q['max'] * 1e3:.1f} ms")
     if poster.errors or peer_errors:
         print(f"errors: poster {poster.errors} peers {peer_errors}")
     path = harness.write_json("accuracy-quick" if args.quick else "accuracy", {
         "config": {"lengths": lengths, "jitter": JITTER, "variants": VARIANTS, "kinds": KINDS, "burst": BURST,
+                   "noise": {"piece_s": NOISE_S, "sd": NOISE_SD},
                    "seed": args.seed, "daemon_interval_s": 0.1, "switch_interval_s": 0.0005,
                    "zeus": zeus.settings if zeus else None, "codecarbon": cc.settings if cc else None,
                    "counter_phase_s": [g.counter_phase_s for g in gpus]},
-        "rows": rows, "lateness": driven["lateness"], "sampler": health["sampler"], "counter_lost_locks": lost_locks,
+        "rows": rows, "lateness": driven["lateness"], "schedule_shift_s": driven["schedule_shift_s"],
+        "zeus_end_window_s": zeus_costs, "zeus_poller_error": zeus.poller_error if zeus else None, "sampler": health["sampler"], "counter_lost_locks": lost_locks,
         "energy_query_s": latency, "errors": {"poster": poster.errors, "peers": peer_errors},
         "summary_markdown": text,
     })
