@@ -1,7 +1,7 @@
 """Runs every benchmark, one after the other (they would disturb each other), then checks the targets.
 
     .venv/bin/python bench/run_all.py              # everything, about 20 minutes
-    .venv/bin/python bench/run_all.py --quick      # everything in its quick form, about 7 minutes
+    .venv/bin/python bench/run_all.py --quick      # everything in its quick form, about 5 minutes
     .venv/bin/python bench/run_all.py --targets    # only the target check, from the JSON already in bench/out/
 
 Each benchmark writes bench/out/<name>.json (or <name>-quick.json); the target check reads those.
