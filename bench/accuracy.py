@@ -30,6 +30,7 @@ import argparse  # noqa: E402
 import logging  # noqa: E402
 import queue  # noqa: E402
 import random  # noqa: E402
+import shutil  # noqa: E402
 import tempfile  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
@@ -545,6 +546,7 @@ def main() -> int:
                 cc.close()
     finally:
         trace.close()
+        shutil.rmtree(work, ignore_errors=True)
 
     rows = evaluate(scenarios, trace, driven["ours"], answers, zeus, cc)
     lengths_s = [length for length, _ in lengths]
