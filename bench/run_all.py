@@ -1,0 +1,121 @@
+"""Runs every benchmark, one after the other (they would disturb each other), then checks the targets.
+
+    .venv/bin/python bench/run_all.py              # everything, about 20 minutes
+    .venv/bin/python bench/run_all.py --quick      # everything in its quick form, about 5 minutes
+    .venv/bin/python bench/run_all.py --targets    # only the target check, from the JSON already in bench/out/
+
+Each benchmark writes bench/out/<name>.json (or <name>-quick.json); the target check reads those.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import harness  # noqa: E402
+
+BENCHMARKS = ("accuracy", "overhead", "daemon_cost", "ingest_query")
+
+
+def load(name: str, quick: bool) -> dict[str, Any] | None:
+    path = harness.OUT / f"{name}{'-quick' if quick else ''}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _max_err(rows: list[dict[str, Any]], tool: str, variants: tuple[str, ...], pred: Any) -> float | None:
+    errs = [abs(r[tool]["rel_err"]) for r in rows if r["variant"] in variants and pred(r["length"]) and tool in r]
+    return max(errs) if errs else None
+
+
+def targets(quick: bool) -> tuple[str, list[dict[str, Any]]]:
+    out: list[dict[str, Any]] = []
+
+    def add(target: str, value: str, met: bool | None, note: str = "") -> None:
+        out.append({"target": target, "measured": value, "met": met, "note": note})
+
+    counter = ("counter+instant", "counter+average")
+    acc = load("accuracy", quick)
+    if acc is not None:
+        rows = acc["rows"]
+        for label, pred, limit in (("phases of 1 s or more", lambda length: length >= 1.0, 0.005),
+                                   ("phases of 0.2 s", lambda length: abs(length - 0.2) < 1e-9, 0.05),
+                                   ("20 ms phase name, total over its repeats", lambda length: length < 0.03, 0.05)):
+            for variant in counter:
+                e = _max_err(rows, "ours", (variant,), pred)
+                reps = sorted({r["reps"] for r in rows if pred(r["length"])})
+                add(f"with a counter ({variant}), {label}: error < {limit:.1%}", harness.pct(e),
+                    None if e is None else e < limit, f"worst phase name; repeats per name {reps}")
+        lengths = sorted({r["length"] for r in rows})
+        variants = [v["key"] for v in acc["config"]["variants"]]
+        for variant in variants:
+            cells, ok = [], True
+            for length in lengths:
+                ours = _max_err(rows, "ours", (variant,), lambda x, L=length: x == L)
+                peers = [e for e in (_max_err(rows, t, (variant,), lambda x, L=length: x == L)
+                                     for t in ("zeus", "codecarbon")) if e is not None]
+                best = min(peers) if peers else None
+                if ours is not None and best is not None:
+                    ok &= ours <= best
+                    cells.append(f"{length:g} s: {harness.pct(ours, 1)} vs {harness.pct(best, 1)}")
+            add(f"at least as accurate as the best peer at every phase length ({variant})", "; ".join(cells), ok,
+                "worst phase name, ours vs the better of Zeus and CodeCarbon")
+    ovh = load("overhead", quick)
+    if ovh is not None:
+        by = {r["tool"]: r for r in ovh["per_phase_s"]}
+        if "ours, daemon up" in by and "CodeCarbon task" in by:
+            ratio = by["CodeCarbon task"]["median"] / by["ours, daemon up"]["median"]
+            add("per-phase cost at least 100x below a CodeCarbon task", f"{ratio:.0f}x (median)", ratio >= 100)
+        else:
+            add("per-phase cost at least 100x below a CodeCarbon task", "our client not available", None)
+    cost = load("daemon_cost", quick)
+    if cost is not None:
+        r = next((r for r in cost["rows"] if r["gpus"] == 8 and r["interval_s"] == 0.1), None)
+        if r is not None:
+            add("daemon under 1 % of a core at 0.1 s with 8 GPUs", f"{r['cpu_core_pct']:.2f} %", r["cpu_core_pct"] < 1.0)
+    iq = load("ingest_query", quick)
+    if iq is not None:
+        med = sorted(iq["queries"]["rest_energy_s"])[len(iq["queries"]["rest_energy_s"]) // 2]
+        n = iq["ledger"]["samples"]
+        add(f"energy-per-phase query for the {n:,}-sample run under 300 ms", f"{med * 1e3:,.0f} ms (REST, median)",
+            med < 0.3)
+    text = harness.table(["target", "measured", "met", "note"],
+                         [[t["target"], t["measured"], {True: "met", False: "MISSED", None: "n/a"}[t["met"]], t["note"]]
+                          for t in out], title="Targets" + (" (quick runs)" if quick else ""))
+    return text, out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--targets", action="store_true", help="only check the targets from existing results")
+    ap.add_argument("--only", choices=BENCHMARKS, action="append", help="run only these benchmarks")
+    args = ap.parse_args()
+    failed = []
+    if not args.targets:
+        for name in args.only or BENCHMARKS:
+            cmd = [sys.executable, str(Path(__file__).with_name(f"{name}.py"))] + (["--quick"] if args.quick else [])
+            print(f"\n=== {name}: {' '.join(cmd)}", flush=True)
+            t = time.time()
+            rc = subprocess.call(cmd, cwd=harness.ROOT)
+            print(f"=== {name}: exit {rc} after {time.time() - t:.0f} s", flush=True)
+            if rc != 0:
+                failed.append(name)
+    text, rows = targets(args.quick)
+    print()
+    print(text)
+    harness.write_json("targets-quick" if args.quick else "targets", {"targets": rows, "summary_markdown": text})
+    if failed:
+        print(f"\nfailed: {', '.join(failed)}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
