@@ -143,17 +143,6 @@ def wait_healthy(url: str, timeout: float = 30.0, proc: subprocess.Popen[bytes] 
     raise RuntimeError(f"daemon at {url} did not answer within {timeout} s")
 
 
-def complete_schema(db_url: str) -> None:
-    """Opens a ledger as the daemon does, then creates any table its models declare that no migration made yet
-    (the packed sample blocks at 3b2b25c), so that a benchmark measures the queries rather than that gap."""
-    from telemetry_service.store.db import open_ledger
-    from telemetry_service.store.models import Base
-
-    engine, _ = open_ledger(db_url)
-    Base.metadata.create_all(engine)
-    engine.dispose()
-
-
 @contextlib.contextmanager
 def in_process_daemon(sensors: Any, interval: float = 0.1, node: str = "bench",
                       db_dir: Path | None = None) -> Iterator[tuple[str, Any]]:
@@ -168,7 +157,6 @@ def in_process_daemon(sensors: Any, interval: float = 0.1, node: str = "bench",
         port = free_port()
         settings = Settings(db=f"sqlite:///{tmp}/ledger.db", interval=interval, node=node, port=port,
                             log_level="warning")
-        complete_schema(settings.db)
         daemon = Daemon(settings, sensors=sensors)
         daemon.start()
         server = uvicorn.Server(uvicorn.Config(create_app(daemon), host="127.0.0.1", port=port, log_level="warning",

@@ -97,7 +97,6 @@ def power(t: np.ndarray, anchor: float) -> np.ndarray:
 
 
 def build_ledger(url: str, duration: float, rng: np.random.Generator) -> dict[str, Any]:
-    harness.complete_schema(url)
     engine, sessions = open_ledger(url)
     t0 = time.time() - duration - 3600.0  # a run that ended an hour ago
     t1 = t0 + duration

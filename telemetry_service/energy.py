@@ -162,13 +162,60 @@ def power_curve(t: ArrayLike, p: ArrayLike, boundaries: ArrayLike = ()) -> Power
     return PowerCurve(knots, lefts, rights, cum)
 
 
+@dataclass(frozen=True)
+class AveragedPowerCurve:
+    """Cumulative energy recovered from a power reading that is a moving average over a window w.
+
+    Such a reading at t is (E(t) - E(t - w)) / w, so E(t) = E(t - w) + w p(t): unrolled back to the first
+    reading, the energy at any instant is a sum of readings one window apart (before the first one, power is
+    taken as that reading). The average of piecewise-constant power is piecewise linear, so interpolating the
+    readings linearly loses little; the sums are tabulated on a grid that divides the window.
+    """
+
+    knots: FloatArray  # the grid
+    cum: FloatArray  # energy at each grid instant, from the first reading's window start
+
+    @property
+    def empty(self) -> bool:
+        return self.knots.size == 0
+
+    def integral_to(self, q: ArrayLike) -> FloatArray:
+        q = np.asarray(q, dtype=np.float64)
+        if self.knots.size == 0:
+            return np.full(q.shape, np.nan)
+        return np.interp(q, self.knots, self.cum)
+
+
+def averaged_power_curve(t: ArrayLike, p: ArrayLike, window: float, step: float = 0.01) -> AveragedPowerCurve:
+    t = np.asarray(t, dtype=np.float64)
+    p = np.asarray(p, dtype=np.float64)
+    ok = np.isfinite(t) & np.isfinite(p)
+    t, p = _sorted_by(t[ok], p[ok])
+    if t.size == 0:
+        empty = np.empty(0)
+        return AveragedPowerCurve(empty, empty)
+    m = max(1, math.ceil(window / step))
+    rows = math.ceil((t[-1] - t[0]) / window) + 1
+    grid = t[0] + np.arange(rows * m) * (window / m)
+    increments = (window * np.interp(grid, t, p)).reshape(rows, m)
+    # Within the first window E climbs from the window before the first reading at that reading's power.
+    first = (grid[:m] - t[0] + window) * p[0]
+    cum = (np.cumsum(increments, axis=0) - increments[0] + first).reshape(-1)
+    keep = grid <= t[-1]
+    return AveragedPowerCurve(grid[keep], cum[keep])
+
+
 def integrate_power(t: ArrayLike, p: ArrayLike, boundaries: ArrayLike, queries: ArrayLike) -> FloatArray:
     """Cumulative energy (J, from the first sample) at each query instant, from power samples alone."""
     return power_curve(t, p, boundaries).integral_to(queries)
 
 
+# How far the power curve's energy over an update interval may stray from the counter's increment and still shape it.
+SHAPE_AGREEMENT = 0.25
+
+
 def counter_energy_at(update_t: FloatArray, energy: FloatArray, queries: ArrayLike,
-                      shape: PowerCurve | None = None) -> FloatArray:
+                      shape: PowerCurve | AveragedPowerCurve | None = None) -> FloatArray:
     """Cumulative counter energy at each query instant.
 
     Between two updates u_k < q < u_{k+1} the increment is split in proportion to the energy the power curve
@@ -190,7 +237,10 @@ def counter_energy_at(update_t: FloatArray, energy: FloatArray, queries: ArrayLi
         span = s1 - s0
         with np.errstate(invalid="ignore", divide="ignore"):
             shaped = (s_q - s0) / span
-        frac = np.where((span > 0) & np.isfinite(shaped), shaped, linear)
+            # Power samples that miss what the counter saw in the interval (a burst between two readings) say
+            # nothing reliable about its shape inside it either.
+            agrees = np.abs(span / (e1 - e0) - 1.0) <= SHAPE_AGREEMENT
+        frac = np.where((span > 0) & np.isfinite(shaped) & agrees, shaped, linear)
     inside = e0 + np.clip(frac, 0.0, 1.0) * (e1 - e0)
     if shape is not None and not shape.empty:
         before = energy[0] - (shape.integral_to(update_t[0]) - shape.integral_to(q))
@@ -231,10 +281,18 @@ class DeviceEnergy:
 
 
 def device_energy_at(series: DeviceSeries, queries: ArrayLike, boundaries: ArrayLike,
-                     estimated: bool = False) -> DeviceEnergy:
-    """Cumulative energy of one device at each query instant (differences give interval energies)."""
+                     estimated: bool = False, power_window_s: float | None = None) -> DeviceEnergy:
+    """Cumulative energy of one device at each query instant (differences give interval energies).
+
+    A power reading that is a moving average over `power_window_s` is turned back into energy (see
+    AveragedPowerCurve) rather than integrated as if it were power at its instant.
+    """
     q = np.asarray(queries, dtype=np.float64)
-    shape = power_curve(series.power_t, series.power_w, boundaries) if series.power_t.size else None
+    shape: PowerCurve | AveragedPowerCurve | None
+    if power_window_s:
+        shape = averaged_power_curve(series.power_t, series.power_w, power_window_s) if series.power_t.size else None
+    else:
+        shape = power_curve(series.power_t, series.power_w, boundaries) if series.power_t.size else None
     u, e = counter_points(series.counter_t, series.counter_j)
     if u.size >= 2:
         return DeviceEnergy(counter_energy_at(u, e, q, shape), "counter", (float(u[0]), float(u[-1])))
@@ -474,7 +532,7 @@ def phase_energies(series: DeviceSeries, n_names: int, name_idx: ArrayLike, name
     e = np.asarray(ends, dtype=np.float64)
     boundaries = np.concatenate([s, e, [t0, t1]])
     queries, inverse = np.unique(boundaries, return_inverse=True)
-    de = device_energy_at(series, queries, boundaries, estimated)
+    de = device_energy_at(series, queries, boundaries, estimated, power_window_s)
     at = de.at[inverse]
     k = s.size
     per = at[k:2 * k] - at[:k]

@@ -15,6 +15,7 @@ from telemetry_service.energy import combine_methods, overlaps, phase_energies
 from telemetry_service.gaps import coarse_stretches, daemon_downtime, device_gaps, gap_threshold
 from telemetry_service.store.blocks import load_series
 from telemetry_service.store.models import Device, Node, Phase, Run, RunMember
+from telemetry_service.store.raw import fetch_tuples
 
 # Samples this far outside a run still matter: the counter updates that bracket its first and last instants.
 MARGIN_S = 2.0
@@ -31,6 +32,7 @@ class RunDevice:
     source: str
     energy_counter: bool
     update_period_s: float | None
+    power_window_s: float | None
 
 
 def device_id(node: str, key: str) -> str:
@@ -50,7 +52,8 @@ def run_devices(session: Session, run: Run) -> list[RunDevice]:
             if dev.key in keys:
                 rd = RunDevice(id=device_id(member.node.name, dev.key), device_pk=dev.id, node=member.node.name,
                                node_id=member.node_id, key=dev.key, kind=dev.kind, source=dev.source,
-                               energy_counter=dev.energy_counter, update_period_s=dev.update_period_s)
+                               energy_counter=dev.energy_counter, update_period_s=dev.update_period_s,
+                               power_window_s=dev.power_window_s)
                 out[rd.id] = rd
     return sorted(out.values(), key=lambda d: d.id)
 
@@ -75,16 +78,9 @@ def shared_devices(session: Session, run: Run, devices: list[RunDevice], now: fl
 def _load_phases(session: Session, run_pk: int) -> tuple[list[str], Any, Any, Any, Any]:
     """A run's phases as arrays (name index, start, end, node); names in the order they first occur."""
     table = Phase.__table__.c
-    query = select(table.name, table.start, table.end, table.node_id).where(table.run_pk == int(run_pk))
-    conn = session.connection()
-    # A long run has a hundred thousand phases: read them through the driver's cursor, unordered (the unique
-    # index covers these columns), skipping the per-row work of a result object.
-    cursor = conn.connection.cursor()
-    try:
-        cursor.execute(str(query.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True})))
-        rows = cursor.fetchall()
-    finally:
-        cursor.close()
+    # Unordered: the unique index covers these columns, and the order is made below.
+    rows = fetch_tuples(session, select(table.name, table.start, table.end, table.node_id)
+                        .where(table.run_pk == int(run_pk)))
     if not rows:
         empty = np.empty(0)
         return [], empty.astype(np.int64), empty, empty, empty.astype(np.int64)
@@ -114,6 +110,7 @@ def run_energy(session: Session, run: Run, sample_interval: float | None = None,
     phase_var = np.zeros(n)
     phase_by_device: list[dict[str, float]] = [{} for _ in range(n)]
     phase_methods: list[dict[str, str]] = [{} for _ in range(n)]
+    phase_uncertainty: list[dict[str, float]] = [{} for _ in range(n)]
     phase_short = np.zeros(n, dtype=bool)
     phase_complete = np.ones(n, dtype=bool)
     total_by_device: dict[str, float] = {}
@@ -130,9 +127,8 @@ def run_energy(session: Session, run: Run, sample_interval: float | None = None,
         on_node = p_node == dev.node_id
         series = load_series(session, dev.device_pk, t0 - MARGIN_S, t1 + MARGIN_S)
         period = dev.update_period_s or (None if dev.energy_counter else interval)
-        averaged = dev.update_period_s if (dev.kind == "gpu" and not dev.energy_counter) else None
         pe = phase_energies(series, n, p_name[on_node], names, p_start[on_node], p_end[on_node], t0, t1, period,
-                            estimated=dev.source == "estimate", power_window_s=averaged)
+                            estimated=dev.source == "estimate", power_window_s=dev.power_window_s)
         if pe.method is None:
             notes.append({"device": dev.id, "note": "no samples over this run"})
             continue
@@ -150,6 +146,8 @@ def run_energy(session: Session, run: Run, sample_interval: float | None = None,
             phase_var[j] += pe.stderr_j[j] ** 2
             phase_by_device[j][dev.id] = float(pe.energy_j[j])
             phase_methods[j][dev.id] = m
+            if m == "attributed":
+                phase_uncertainty[j][dev.id] = float(pe.stderr_j[j])
             phase_short[j] |= bool(pe.short[j])
             phase_complete[j] &= bool(pe.complete[j])
         all_t = series.counter_t if series.counter_t.size else series.power_t
@@ -172,8 +170,9 @@ def run_energy(session: Session, run: Run, sample_interval: float | None = None,
             "methods": phase_methods[j],
             "short": bool(phase_short[j]), "complete": bool(phase_complete[j]),
         }
-        if "attributed" in phase_methods[j].values():
-            row["uncertainty_j"] = float(np.sqrt(phase_var[j]))
+        if phase_uncertainty[j]:
+            row["uncertainty_j"] = float(np.sqrt(phase_var[j]))  # of energy_j: the attributed devices' in quadrature
+            row["uncertainty_by_device"] = phase_uncertainty[j]
             row["repeats"] = int(counts[j])
         phase_rows.append(row)
     return {
@@ -186,7 +185,8 @@ def run_energy(session: Session, run: Run, sample_interval: float | None = None,
         },
         "phases": phase_rows,
         "devices": [{"id": d.id, "kind": d.kind, "source": d.source, "energy_counter": d.energy_counter,
-                     "method": methods.get(d.id), "update_period_s": d.update_period_s} for d in devices],
+                     "method": methods.get(d.id), "update_period_s": d.update_period_s,
+                     "power_window_s": d.power_window_s} for d in devices],
         "simulated": any(d.source == "simulated" for d in devices),
         "shared_devices": shared_devices(session, run, devices, now),
         "gaps": gaps,

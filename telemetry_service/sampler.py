@@ -60,6 +60,7 @@ def register_node(session: Session, node_name: str, devices: list[DeviceInfo], n
         dev.kind, dev.index, dev.name, dev.uuid = info.kind, info.index, info.name, info.uuid
         dev.source, dev.energy_counter = info.source, info.energy_counter
         dev.update_period_s, dev.counter_wrap_j, dev.present = info.update_period_s, info.counter_wrap_j, True
+        dev.power_window_s = info.power_window_s
         session.flush()
         ids[info.key] = dev.id
     for gone in existing.values():

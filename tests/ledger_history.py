@@ -11,10 +11,9 @@ from typing import Any
 
 import pytest
 from alembic import command
-from sqlalchemy import Connection, Engine, MetaData, func, insert, select
+from sqlalchemy import Connection, Engine, MetaData, func, insert, select, text
 
-from telemetry_service.store.migrate import BASELINE_TABLES, alembic_config
-from telemetry_service.store.models import Base
+from telemetry_service.store.migrate import BASELINE, alembic_config
 
 T0 = 1_700_000_000.0
 NODE = "old-node"
@@ -66,10 +65,11 @@ def ledger_at(engine: Engine, revision: str) -> None:
 
 
 def ledger_before_migrations(engine: Engine) -> None:
-    """A ledger as the daemon made it before migrations existed: create_all of the baseline tables only, and no
-    alembic_version."""
+    """A ledger as the daemon made it before migrations existed: the baseline tables (as revision 0001 creates
+    them, which is what create_all made then) and no alembic_version."""
     with engine.begin() as conn:
-        Base.metadata.create_all(conn, tables=[Base.metadata.tables[name] for name in BASELINE_TABLES])
+        command.upgrade(alembic_config(conn), BASELINE)
+        conn.execute(text("DROP TABLE alembic_version"))
         write_history(conn)
 
 

@@ -135,3 +135,28 @@ def test_flags():
     assert is_short(0.05, 0.1) and not is_short(0.2, 0.1) and not is_short(0.01, None)
     assert combine_methods(["counter", "estimated", "integrated"]) == "estimated"
     assert combine_methods([]) is None
+
+
+def test_a_one_second_average_power_reading_is_turned_back_into_energy():
+    trace = StepTrace(steps=((2.0, 100.0), (2.0, 300.0)))
+    reads = np.arange(10.03, 30.0, 0.1)
+    averaged = np.array([trace.energy(t - 1.0, t) for t in reads])  # what nvmlDeviceGetPowerUsage reports on H100
+    bounds = np.arange(12.0, 28.01, 2.0)
+    series = DeviceSeries.of(power=np.column_stack([reads, averaged]))
+    recovered = device_energy_at(series, bounds, bounds, power_window_s=1.0)
+    as_instant = device_energy_at(series, bounds, bounds)
+    exact = np.array([trace.energy(a, b) for a, b in zip(bounds[:-1], bounds[1:])])
+    err_recovered = np.abs(np.diff(recovered.at) / exact - 1.0).max()
+    err_instant = np.abs(np.diff(as_instant.at) / exact - 1.0).max()
+    # What remains is the readings' linear interpolation across the kinks the steps put in the average.
+    assert err_recovered < 0.05 and err_instant > 0.4
+
+
+def test_counter_shaping_ignores_power_that_missed_what_the_counter_saw():
+    # 100 W throughout, except a 5 ms burst at 10 kW inside [0.1, 0.2] that no power sample caught.
+    u = np.array([0.0, 0.1, 0.2, 0.3])
+    e = np.array([0.0, 10.0, 10.0 + 10.0 + 49.5, 79.5])
+    power = [(0.05, 100.0), (0.15, 100.0), (0.25, 100.0)]
+    series = DeviceSeries.of(power=power, counter=np.column_stack([u, e]))
+    got = device_energy_at(series, [0.15], [])
+    assert got.at[0] == pytest.approx(10.0 + 0.5 * 59.5)  # linear inside the interval, not 100 W-shaped

@@ -21,6 +21,9 @@ class DeviceInfo:
     uuid: str | None = None
     # How often the hardware counter (or, without one, the power reading) changes: shorter phases are flagged.
     update_period_s: float | None = None
+    # The power reading is a moving average over this window (nvmlDeviceGetPowerUsage on Ampere and newer), not
+    # an instant value: it lags the workload by half the window and cannot place a change at a boundary.
+    power_window_s: float | None = None
     # RAPL counters wrap at max_energy_range_uj; NVML's never wraps but resets on driver reload (None).
     counter_wrap_j: float | None = None
 

@@ -49,6 +49,7 @@ class _Gpu:
             key=f"{key_prefix}{index}", kind="gpu", source=source, energy_counter=self.has_counter, name=self.name,
             index=index, uuid=self.uuid,
             update_period_s=COUNTER_PERIOD_S if self.has_counter else (None if self.has_instant else POWER_AVERAGE_S),
+            power_window_s=None if self.has_instant else self._usage_window(),
         )
 
     def _probe(self, fn: Any) -> bool:
@@ -57,6 +58,17 @@ class _Gpu:
             return True
         except pynvml.NVMLError_NotSupported:
             return False
+
+    def _usage_window(self) -> float | None:
+        """nvmlDeviceGetPowerUsage averages over 1 s on Ampere and newer, except on the A100; older GPUs (and a
+        driver that cannot say) are taken at their word as instant."""
+        try:
+            arch = self.nvml.nvmlDeviceGetArchitecture(self.handle)
+        except (pynvml.NVMLError, AttributeError):
+            return None
+        if arch >= pynvml.NVML_DEVICE_ARCH_AMPERE and "A100" not in self.name:
+            return POWER_AVERAGE_S
+        return None
 
     def _counter_mj(self) -> float:
         return float(self.nvml.nvmlDeviceGetTotalEnergyConsumption(self.handle))

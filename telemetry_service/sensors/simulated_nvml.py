@@ -193,6 +193,10 @@ class SimulatedNvml:
         self._gpu(handle)
         return f"GPU-51a1a7ed-0000-4000-8000-{handle.index:012d}"
 
+    def nvmlDeviceGetArchitecture(self, handle: _Handle) -> int:
+        self._gpu(handle)
+        return int(pynvml.NVML_DEVICE_ARCH_HOPPER)  # power usage then reads as a 1 s average where asked to
+
     def nvmlDeviceGetTotalEnergyConsumption(self, handle: _Handle) -> int:
         gpu = self._gpu(handle)
         if not gpu.counter:

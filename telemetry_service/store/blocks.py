@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from telemetry_service.energy import DeviceSeries
 from telemetry_service.store.models import BlockWatermark, Sample, SampleBlock
+from telemetry_service.store.raw import fetch_tuples
 
 BLOCK_S = 60.0
 # A minute is closed once the sampler's buffered rows for it are surely written.
@@ -26,11 +27,12 @@ MAX_PASS_S = 3600.0
 COLUMNS = (Sample.t, Sample.power_w, Sample.energy_t, Sample.energy_j)
 
 
-def _as_array(rows: list[tuple[float | None, ...]]) -> np.ndarray:
-    if not rows:
-        return np.empty((0, 4))
-    # Plain tuples: numpy probing each Row for array protocols costs seconds on an hour of samples.
-    return np.array([tuple(r) for r in rows], dtype=np.float64)  # None becomes NaN
+def _fetch(session: Session, device_pk: int, lo: float, hi: float, include_hi: bool = False) -> np.ndarray:
+    """The four columns of a device's samples with lo <= t < hi (or <= hi), in time order; NaN for none."""
+    upper = Sample.t <= hi if include_hi else Sample.t < hi
+    rows = fetch_tuples(session, select(*COLUMNS).where(Sample.device_id == int(device_pk), Sample.t >= float(lo),
+                                                        upper).order_by(Sample.t))
+    return np.array(rows, dtype=np.float64) if rows else np.empty((0, 4))
 
 
 def _series(a: np.ndarray) -> DeviceSeries:
@@ -54,14 +56,13 @@ def index_device(session: Session, device_pk: int, now: float | None = None) -> 
     until = min(until, start + MAX_PASS_S)
     if until <= start:
         return 0
-    rows = session.execute(select(*COLUMNS).where(Sample.device_id == device_pk, Sample.t >= start, Sample.t < until)
-                           .order_by(Sample.t)).all()
-    if not rows:  # a stretch without samples (the daemon was down): skip to the next sample
+    a = _fetch(session, device_pk, start, until)
+    if not a.size:  # a stretch without samples (the daemon was down): skip to the next sample
         nxt = session.scalar(select(Sample.t).where(Sample.device_id == device_pk, Sample.t >= until)
                              .order_by(Sample.t).limit(1))
         until = final if nxt is None else min(final, math.floor(nxt / BLOCK_S) * BLOCK_S)
         until = max(until, start)
-    blocks = _pack(device_pk, _as_array(rows))  # type: ignore[arg-type]
+    blocks = _pack(device_pk, a)
     if blocks:
         session.execute(delete(SampleBlock).where(SampleBlock.device_id == device_pk, SampleBlock.start >= start,
                                                   SampleBlock.start < until))
@@ -85,9 +86,7 @@ def repack(session: Session, device_pk: int, lo: float, hi: float) -> None:
         return
     session.execute(delete(SampleBlock).where(SampleBlock.device_id == device_pk, SampleBlock.start >= lo,
                                               SampleBlock.start < hi))
-    rows = session.execute(select(*COLUMNS).where(Sample.device_id == device_pk, Sample.t >= lo, Sample.t < hi)
-                           .order_by(Sample.t)).all()
-    blocks = _pack(device_pk, _as_array(rows))  # type: ignore[arg-type]
+    blocks = _pack(device_pk, _fetch(session, device_pk, lo, hi))
     if blocks:
         session.connection().execute(insert(SampleBlock.__table__), blocks)
 
@@ -119,8 +118,6 @@ def load_series(session: Session, device_pk: int, t0: float, t1: float) -> Devic
             a = np.frombuffer(b"".join(blobs), dtype="<f8").reshape(-1, 4)
             parts.append(a[(a[:, 0] >= t0) & (a[:, 0] <= t1)])
     if t1 >= w:
-        rows = session.execute(select(*COLUMNS).where(Sample.device_id == device_pk, Sample.t >= max(t0, w),
-                                                      Sample.t <= t1).order_by(Sample.t)).all()
-        parts.append(_as_array(rows))  # type: ignore[arg-type]
+        parts.append(_fetch(session, device_pk, max(t0, w), t1, include_hi=True))
     a = np.concatenate(parts) if parts else np.empty((0, 4))
     return _series(a)

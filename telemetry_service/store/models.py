@@ -37,6 +37,7 @@ class Device(Base):
     source: Mapped[str] = mapped_column(String(16))
     energy_counter: Mapped[bool]
     update_period_s: Mapped[float | None] = mapped_column(Float)
+    power_window_s: Mapped[float | None] = mapped_column(Float)  # power is a moving average over this window
     counter_wrap_j: Mapped[float | None] = mapped_column(Float)
     present: Mapped[bool] = mapped_column(default=True)  # seen by the daemon's last start
 
