@@ -30,6 +30,7 @@ SPEC_ENV = "JOULEMETER_BENCH_SIM_SPEC"
 _ARCH_WITH_COUNTER = getattr(pynvml, "NVML_DEVICE_ARCH_HOPPER", 9)
 # GPUs without an energy counter are pre-Volta: that is what tells Zeus to poll power instead.
 _ARCH_WITHOUT_COUNTER = getattr(pynvml, "NVML_DEVICE_ARCH_PASCAL", 4)
+_ARCH_AVERAGING_WITHOUT_COUNTER = getattr(pynvml, "NVML_DEVICE_ARCH_AMPERE", 7)
 
 
 class LiveTrace:
@@ -149,7 +150,12 @@ class BenchNvml(SimulatedNvml):
             self.initialised = self._refs > 0
 
     def nvmlDeviceGetArchitecture(self, handle: Any) -> int:
-        return _ARCH_WITH_COUNTER if self._gpu(handle).counter else _ARCH_WITHOUT_COUNTER
+        # A counter-less GPU whose power usage is a 1 s average does not exist (averaging came with Ampere,
+        # counters with Volta); to play that case anyway it reports Ampere, so readers treat its power as averaged.
+        gpu = self._gpu(handle)
+        if gpu.counter:
+            return _ARCH_WITH_COUNTER
+        return _ARCH_AVERAGING_WITHOUT_COUNTER if gpu.power_mode == "average" else _ARCH_WITHOUT_COUNTER
 
     def nvmlDeviceGetC2cModeInfoV(self, handle: Any) -> _C2cInfo:
         self._gpu(handle)

@@ -19,7 +19,7 @@ from telemetry_service.visible import Gpu, Visibility, resolve_visible
 
 log = logging.getLogger(__name__)
 
-INDEX_EVERY_S = 10.0
+INDEX_EVERY_S = 30.0
 
 
 class Daemon:

@@ -214,12 +214,42 @@ def integrate_power(t: ArrayLike, p: ArrayLike, boundaries: ArrayLike, queries: 
 SHAPE_AGREEMENT = 0.25
 
 
+def neighbour_split(update_t: FloatArray, energy: FloatArray, k: NDArray[np.int64], q: FloatArray,
+                    boundaries: FloatArray) -> FloatArray:
+    """The share of update interval k's energy spent before q, from the counter's own rate in the whole
+    intervals next to it; NaN where that cannot be said.
+
+    A boundary is where the workload changes, so on each side of q the power is most likely what the counter
+    measured just before (the interval ending at u_k) and just after (the one starting at u_{k+1}), if those
+    intervals hold no boundary themselves. Counter increments integrate everything, so bursts that fall between
+    two power readings cannot mislead this split. Only an interval that holds q as its one boundary is split so.
+    """
+    b = np.unique(boundaries[np.isfinite(boundaries)])
+    inside = np.searchsorted(b, update_t[1:], side="left") - np.searchsorted(b, update_t[:-1], side="right")
+    whole = inside == 0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rate = np.diff(energy) / np.diff(update_t)
+    n = rate.size
+    left_ok = (k >= 1) & whole[np.maximum(k - 1, 0)]
+    right_ok = (k + 1 < n) & whole[np.minimum(k + 1, n - 1)]
+    r_left = np.where(left_ok, rate[np.maximum(k - 1, 0)], np.nan)
+    r_right = np.where(right_ok, rate[np.minimum(k + 1, n - 1)], np.nan)
+    u0, u1 = update_t[k], update_t[k + 1]
+    before = r_left * (q - u0)
+    after = r_right * (u1 - q)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        frac = before / (before + after)
+    return np.where((inside[k] == 1) & (before + after > 0), frac, np.nan)
+
+
 def counter_energy_at(update_t: FloatArray, energy: FloatArray, queries: ArrayLike,
-                      shape: PowerCurve | AveragedPowerCurve | None = None) -> FloatArray:
+                      shape: PowerCurve | AveragedPowerCurve | None = None,
+                      boundaries: ArrayLike = ()) -> FloatArray:
     """Cumulative counter energy at each query instant.
 
-    Between two updates u_k < q < u_{k+1} the increment is split in proportion to the energy the power curve
-    puts on each side of q (linear in time without one, or where that curve says nothing was spent).
+    Between two updates u_k < q < u_{k+1} the increment is split, in order of preference: by the energy the
+    power curve puts on each side of q, where that curve agrees with the counter over the interval; by the
+    counter's rate in the whole intervals on either side, where q is the interval's only boundary; linearly.
     Queries beyond the first or last update extend with the power curve if there is one, else are NaN.
     """
     q = np.asarray(queries, dtype=np.float64)
@@ -230,8 +260,11 @@ def counter_energy_at(update_t: FloatArray, energy: FloatArray, queries: ArrayLi
     k = np.clip(np.searchsorted(update_t, q, side="right") - 1, 0, update_t.size - 2)
     u0, u1 = update_t[k], update_t[k + 1]
     e0, e1 = energy[k], energy[k + 1]
-    linear = (q - u0) / (u1 - u0)
-    frac = linear
+    frac = (q - u0) / (u1 - u0)
+    b = np.asarray(boundaries, dtype=np.float64)
+    if b.size:
+        by_rate = neighbour_split(update_t, energy, k, q, b)
+        frac = np.where(np.isfinite(by_rate), by_rate, frac)
     if shape is not None and not shape.empty:
         s_q, s0, s1 = shape.integral_to(q), shape.integral_to(u0), shape.integral_to(u1)
         span = s1 - s0
@@ -240,7 +273,7 @@ def counter_energy_at(update_t: FloatArray, energy: FloatArray, queries: ArrayLi
             # Power samples that miss what the counter saw in the interval (a burst between two readings) say
             # nothing reliable about its shape inside it either.
             agrees = np.abs(span / (e1 - e0) - 1.0) <= SHAPE_AGREEMENT
-        frac = np.where((span > 0) & np.isfinite(shaped) & agrees, shaped, linear)
+        frac = np.where((span > 0) & np.isfinite(shaped) & agrees, shaped, frac)
     inside = e0 + np.clip(frac, 0.0, 1.0) * (e1 - e0)
     if shape is not None and not shape.empty:
         before = energy[0] - (shape.integral_to(update_t[0]) - shape.integral_to(q))
@@ -295,7 +328,7 @@ def device_energy_at(series: DeviceSeries, queries: ArrayLike, boundaries: Array
         shape = power_curve(series.power_t, series.power_w, boundaries) if series.power_t.size else None
     u, e = counter_points(series.counter_t, series.counter_j)
     if u.size >= 2:
-        return DeviceEnergy(counter_energy_at(u, e, q, shape), "counter", (float(u[0]), float(u[-1])))
+        return DeviceEnergy(counter_energy_at(u, e, q, shape, boundaries), "counter", (float(u[0]), float(u[-1])))
     if shape is not None and not shape.empty:
         covered = (float(shape.knots[0]), float(shape.knots[-1]))
         return DeviceEnergy(shape.integral_to(q), "estimated" if estimated else "integrated", covered)

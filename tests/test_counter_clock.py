@@ -63,7 +63,7 @@ def test_refining_drives_the_period_error_down_and_stamps_stay_on_the_grid():
     g = clock.grid
     assert g is not None and clock.lost_locks == 0
     assert g.period == pytest.approx(0.10013, abs=2e-6)
-    assert clock.next_refine_delay() == pytest.approx(5.0)
+    assert clock.next_refine_delay() == pytest.approx(clock.max_refine_every)  # settled: rare checks suffice
     for k in range(50):
         t = fc.t + k * 0.0731
         stamped, how = clock.stamp(t, t + 1e-5, float(math.floor((t - fc.phase) / fc.period)))

@@ -160,3 +160,22 @@ def test_counter_shaping_ignores_power_that_missed_what_the_counter_saw():
     series = DeviceSeries.of(power=power, counter=np.column_stack([u, e]))
     got = device_energy_at(series, [0.15], [])
     assert got.at[0] == pytest.approx(10.0 + 0.5 * 59.5)  # linear inside the interval, not 100 W-shaped
+
+
+@pytest.mark.parametrize("grid_phase", [0.011, 0.043, 0.077])
+def test_where_power_readings_miss_bursts_the_counters_rate_on_either_side_splits_the_update(grid_phase):
+    # 0.2 s phases: 7 ms bursts at 1 kW every 20 ms (80 W between), then quiet at 50 W. Power is read 10 times a
+    # second and never lands on a burst, so it disagrees with the counter and cannot shape the updates.
+    burst = tuple(x for _ in range(10) for x in ((0.007, 1000.0), (0.013, 80.0)))
+    trace = StepTrace(steps=burst + ((0.2, 50.0),))
+    u, e = _grid_counter(trace, phase=grid_phase, period=0.1, t0=0.0, t1=20.0)
+    reads = np.arange(0.053, 20.0, 0.1)
+    power = np.array([trace.power(x) for x in reads])
+    bounds = np.arange(0.4, 19.6, 0.2)
+    exact = np.array([trace.energy(a, b) for a, b in zip(bounds[:-1], bounds[1:])])
+    ours = np.diff(device_energy_at(DeviceSeries(reads, power, u, e), bounds, bounds).at)
+    linear = np.diff(counter_energy_at(*counter_points(u, e), bounds))
+    quiet = slice(1, None, 2)  # the quiet phases, which a linear split overcharges with their neighbours' bursts
+    err_ours = abs(ours[quiet].sum() / exact[quiet].sum() - 1.0)
+    err_linear = abs(linear[quiet].sum() / exact[quiet].sum() - 1.0)
+    assert err_ours < 0.2 * err_linear and err_ours < 0.15

@@ -127,7 +127,7 @@ class CounterClock:
     """Tracks one counter's update grid from a background thread; `stamp` is called by the sampler."""
 
     def __init__(self, read: Callable[[], float], nominal_period: float = 0.1, poll: float = 0.001,
-                 max_refine_every: float = 5.0, now: Callable[[], float] = time.time,
+                 max_refine_every: float = 20.0, now: Callable[[], float] = time.time,
                  sleep: Callable[[float], None] = time.sleep) -> None:
         self._read = read
         self.nominal_period = nominal_period
