@@ -91,6 +91,14 @@ def _sorted_by(key: FloatArray, other: FloatArray) -> tuple[FloatArray, FloatArr
     return key[order], other[order]
 
 
+def _readings(t: ArrayLike, p: ArrayLike) -> tuple[FloatArray, FloatArray]:
+    """Power readings with a finite time and value, in time order."""
+    t = np.asarray(t, dtype=np.float64)
+    p = np.asarray(p, dtype=np.float64)
+    ok = np.isfinite(t) & np.isfinite(p)
+    return _sorted_by(t[ok], p[ok])
+
+
 # --- power, integrated with jumps at phase boundaries ------------------------------------------------------
 
 
@@ -133,10 +141,7 @@ def power_curve(t: ArrayLike, p: ArrayLike, boundaries: ArrayLike = ()) -> Power
     At a boundary, each side holds the nearest sample of its own segment (the stretch between neighbouring
     boundaries); a side whose segment has no sample takes the linear interpolation instead.
     """
-    t = np.asarray(t, dtype=np.float64)
-    p = np.asarray(p, dtype=np.float64)
-    ok = np.isfinite(t) & np.isfinite(p)
-    t, p = _sorted_by(t[ok], p[ok])
+    t, p = _readings(t, p)
     if t.size == 0:
         empty = np.empty(0)
         return PowerCurve(empty, empty, empty, empty)
@@ -187,10 +192,7 @@ class AveragedPowerCurve:
 
 
 def averaged_power_curve(t: ArrayLike, p: ArrayLike, window: float, step: float = 0.01) -> AveragedPowerCurve:
-    t = np.asarray(t, dtype=np.float64)
-    p = np.asarray(p, dtype=np.float64)
-    ok = np.isfinite(t) & np.isfinite(p)
-    t, p = _sorted_by(t[ok], p[ok])
+    t, p = _readings(t, p)
     if t.size == 0:
         empty = np.empty(0)
         return AveragedPowerCurve(empty, empty)
