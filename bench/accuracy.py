@@ -36,7 +36,7 @@ import threading  # noqa: E402
 import time  # noqa: E402
 import warnings  # noqa: E402
 from collections import defaultdict  # noqa: E402
-from dataclasses import dataclass, field  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 

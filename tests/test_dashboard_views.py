@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from urllib.parse import parse_qs, urlparse
 
 import httpx
 import pytest
-from playwright.sync_api import Page, Route, expect
+from playwright.sync_api import Page, expect
 
+from tests.daemon_proc import DaemonProcess
 from tests.dashboard_fixtures import HIGH_W, LOW_W, STEP_S, SeededLedger, browser, page, parse_quantity, screenshot, seeded
 
 __all__ = ["browser", "page", "seeded"]  # fixtures used below
@@ -194,27 +194,26 @@ def test_unknown_run_says_not_found(page: Page, seeded: SeededLedger) -> None:
     expect(page.locator(".compare-table th.run-col")).to_have_count(1)
 
 
-def test_a_401_opens_the_token_prompt_and_the_token_is_sent_from_then_on(page: Page, seeded: SeededLedger) -> None:
-    # The daemon has no token check yet: the browser's network layer plays one in front of it.
-    seen: list[str | None] = []
-
-    def guard(route: Route) -> None:
-        auth = route.request.headers.get("authorization")
-        seen.append(auth)
-        if auth != "Bearer s3cret":
-            route.fulfill(status=401, content_type="application/json", body=json.dumps({"detail": "bearer token required"}))
-        else:
-            route.continue_()
-
-    page.route("**/api/v1/**", guard)
-    page.goto(f"{seeded.daemon.url}/#/runs")
-    dialog = page.locator("#token-dialog")
-    expect(dialog).to_be_visible()
-    page.fill("#token-input", "s3cret")
-    page.click("#token-dialog button[value=save]")
-    expect(page.locator(".runs-table tbody tr")).to_have_count(2)
-    assert page.evaluate("localStorage.getItem('joulemeter.token')") == "s3cret"
-    assert seen[0] is None and "Bearer s3cret" in seen
+def test_a_guarded_daemon_asks_for_its_token_once_and_gets_it_from_then_on(page: Page, tmp_path) -> None:
+    token = "s3cret-dashboard-token"
+    daemon = DaemonProcess(tmp_path, "--token", token, host="127.0.0.2", token=token).start()
+    try:
+        with daemon.client() as c:
+            assert c.post("/api/v1/runs", json={"name": "guarded run", "run_id": "guarded"}).status_code == 201
+        sent: list[str | None] = []
+        page.on("request", lambda r: sent.append(r.headers.get("authorization")) if "/api/v1/" in r.url else None)
+        page.goto(f"{daemon.url}/#/runs")
+        dialog = page.locator("#token-dialog")
+        expect(dialog).to_be_visible()
+        page.fill("#token-input", token)
+        page.click("#token-dialog button[value=save]")
+        expect(page.locator(".runs-table tbody tr")).to_have_count(1)
+        expect(page.locator(".runs-table")).to_contain_text("guarded run")
+        assert page.evaluate("localStorage.getItem('joulemeter.token')") == token
+        assert sent[0] is None and f"Bearer {token}" in sent
+        screenshot(page, "runs-with-token")
+    finally:
+        daemon.stop()
 
 
 def test_samples_fields_narrow_the_columns_without_changing_them(seeded: SeededLedger) -> None:

@@ -18,7 +18,7 @@ import httpx
 import pytest
 from sqlalchemy import create_engine, text
 
-from tests.daemon_proc import DaemonProcess, free_port
+from tests.daemon_proc import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = ROOT / "deploy" / "slurm" / "joulemeter-job.sbatch"
