@@ -279,7 +279,7 @@ def main() -> int:
         ["  in process: load_series() for every device" + (", before indexing" if indexed else ""),
          med("inprocess_load_series_s")],
         ["  in process: the SQL queries alone (rows fetched)", med("inprocess_fetch_rows_s")],
-        ["  in process: np.asarray(rows) as load_series does", med("inprocess_rows_to_numpy_s")],
+        ["  in process: np.asarray(rows) over result rows", med("inprocess_rows_to_numpy_s")],
         ["  in process: np.fromiter over the same rows", med("inprocess_rows_to_numpy_fromiter_s")],
         [f"GET /runs/{{id}}/samples?device=&max_points=2000 (REST, {len(q['rest_samples_s'])} times)",
          med("rest_samples_s")],

@@ -82,10 +82,12 @@ def targets(quick: bool) -> tuple[str, list[dict[str, Any]]]:
             add("daemon under 1 % of a core at 0.1 s with 8 GPUs", f"{r['cpu_core_pct']:.2f} %", r["cpu_core_pct"] < 1.0)
     iq = load("ingest_query", quick)
     if iq is not None:
-        med = sorted(iq["queries"]["rest_energy_s"])[len(iq["queries"]["rest_energy_s"]) // 2]
+        # The first query computes; the daemon keeps a stopped run's answer, so later ones are cache hits.
+        first, *repeats = iq["queries"]["rest_energy_s"]
         n = iq["ledger"]["samples"]
-        add(f"energy-per-phase query for the {n:,}-sample run under 300 ms", f"{med * 1e3:,.0f} ms (REST, median)",
-            med < 0.3)
+        again = f"; repeats {', '.join(f'{r * 1e3:,.0f}' for r in repeats)} ms (kept answer)" if repeats else ""
+        add(f"energy-per-phase query for the {n:,}-sample run under 300 ms",
+            f"first query {first * 1e3:,.0f} ms (REST){again}", first < 0.3)
     text = harness.table(["target", "measured", "met", "note"],
                          [[t["target"], t["measured"], {True: "met", False: "MISSED", None: "n/a"}[t["met"]], t["note"]]
                           for t in out], title="Targets" + (" (quick runs)" if quick else ""))

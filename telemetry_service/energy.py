@@ -508,8 +508,9 @@ def tagged_power(partition: Partition, t: ArrayLike, p: ArrayLike) -> dict[str, 
     return {name: (float(s[j] / n[j]), int(n[j])) for j, name in enumerate(partition.labels) if n[j]}
 
 
-def tagged_fit(partition: Partition, t: ArrayLike, p: ArrayLike) -> AttributionFit | None:
-    """The tagged-power estimator as a fit: each label's mean sample power, with the standard error of that mean."""
+def tagged_fit(partition: Partition, t: ArrayLike, p: ArrayLike, lo: float, hi: float) -> AttributionFit | None:
+    """The tagged-power estimator as a fit over [lo, hi]: each label's mean sample power, with the standard error
+    of that mean. It stands where every label holding a real share of that time (over 0.5 %) got a sample."""
     tagged = tagged_power(partition, t, p)
     if not tagged:
         return None
@@ -526,7 +527,8 @@ def tagged_fit(partition: Partition, t: ArrayLike, p: ArrayLike) -> AttributionF
             power[j] = mean
             values = p[inside][lab == j]
             var[j] = float(np.var(values, ddof=1)) / n if n > 1 else mean * mean
-    observed = all(name in tagged for name, total in zip(partition.labels, partition.occupancy[-1]) if total > 0)
+    held = partition.time_in([lo], [hi])[0]
+    observed = all(name in tagged for name, share in zip(partition.labels, held) if share > 0.005 * (hi - lo))
     return AttributionFit(labels=partition.labels, power_w=power, covariance=np.diag(var),
                           windows=int(inside.sum()), identifiable=observed)
 
@@ -631,4 +633,4 @@ def _fit(partition: Partition, series: DeviceSeries, method: Method | None, t0: 
     if power_window_s:
         keep = t - power_window_s >= t0
         return attribute(partition, t[keep] - power_window_s, t[keep], p[keep] * power_window_s)
-    return tagged_fit(partition, t, p)
+    return tagged_fit(partition, t, p, t0, t1)
