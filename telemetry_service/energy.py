@@ -358,13 +358,10 @@ def overlaps(a: tuple[float, float], b: tuple[float, float]) -> bool:
     return min(a[1], b[1]) > max(a[0], b[0])
 
 
-def is_short(duration_s: float, update_period_s: float | None) -> bool:
+def is_short(duration_s: ArrayLike, update_period_s: float | None) -> NDArray[np.bool_]:
     """A phase shorter than the sensor's update period cannot be measured directly, only statistically."""
-    return update_period_s is not None and duration_s < update_period_s
-
-
-def safe_ratio(num: float, den: float) -> float | None:
-    return num / den if den > 0 and math.isfinite(num) else None
+    d = np.asarray(duration_s, dtype=np.float64)
+    return np.zeros(d.shape, dtype=bool) if update_period_s is None else d < update_period_s
 
 
 # --- attribution of phases shorter than the sensor's update period ------------------------------------------
@@ -582,8 +579,7 @@ def phase_energies(series: DeviceSeries, n_names: int, name_idx: ArrayLike, name
     durations = e - s
     short = np.zeros(n_names, dtype=bool)
     complete = present.copy()
-    if period is not None:
-        short[np.unique(idx[durations < period])] = True
+    short[np.unique(idx[is_short(durations, period)])] = True
     if de.covered is not None:
         tol = 2.0 * (period or 0.1)
         outside = (s < de.covered[0] - tol) | (e > de.covered[1] + tol) | ~ok

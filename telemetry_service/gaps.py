@@ -13,6 +13,7 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from telemetry_service.energy import find_gaps
 from telemetry_service.store.models import Device, DownsampledSpan, Sample, SamplerSession
 
 
@@ -56,15 +57,12 @@ def resolution_at(spans: list[tuple[float, float, float]], t: np.ndarray) -> np.
 def find_holes(times: np.ndarray, threshold: float, spans: list[tuple[float, float, float]]) -> list[tuple[float, float]]:
     """Stretches without a sample longer than `threshold`, or than 1.5 buckets where samples are stored coarser
     (a hole shorter than that cannot be told from the spacing of the buckets there)."""
-    t = np.sort(np.asarray(times, dtype=np.float64))
-    if t.size < 2:
-        return []
-    d = np.diff(t)
-    idx = np.nonzero(d > threshold)[0]
-    if spans and idx.size:
-        res = resolution_at(spans, 0.5 * (t[idx] + t[idx + 1]))
-        idx = idx[d[idx] > np.maximum(threshold, 1.5 * res)]
-    return [(float(t[i]), float(t[i + 1])) for i in idx]
+    holes = find_gaps(times, threshold)
+    if not spans or not holes:
+        return holes
+    a, b = np.array(holes).T
+    res = resolution_at(spans, 0.5 * (a + b))
+    return [h for h, keep in zip(holes, b - a > np.maximum(threshold, 1.5 * res)) if keep]
 
 
 def daemon_downtime(session: Session, nodes: dict[int, str], t0: float, t1: float) -> list[dict[str, Any]]:

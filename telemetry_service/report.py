@@ -210,11 +210,3 @@ def run_summary(run: Run, totals: dict[str, Any] | None = None) -> dict[str, Any
     if totals is not None:
         out["totals"] = totals
     return out
-
-
-def node_names(session: Session) -> dict[int, str]:
-    return {nid: name for nid, name in session.execute(select(Node.id, Node.name))}
-
-
-def members_on_node(session: Session, node_id: int, status: str = "running") -> list[RunMember]:
-    return list(session.scalars(select(RunMember).join(Run).where(RunMember.node_id == node_id, Run.status == status)))

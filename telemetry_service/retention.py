@@ -316,6 +316,21 @@ class ChunkResult:
     rows_after: int
 
 
+def _next_window(session: Session, tier: Tier, now: float, done: float | None, t_col: Any,
+                 owner: Any) -> tuple[float, float, float] | None:
+    """The next stretch [lo, hi) a tier should work on, on its bucket grid, and the instant it may reach (now -
+    age): from where it stopped, else from the owner's first row; None when there is nothing to do."""
+    w = tier.bucket_s
+    if done is None:
+        first = session.scalar(select(func.min(t_col)).where(owner))
+        if first is None:
+            return None
+        done = math.floor(first / w) * w
+    until = math.floor((now - tier.age_s) / w) * w
+    hi = min(done + tier.chunk_s, until)
+    return None if hi <= done else (done, hi, until)
+
+
 def downsample_next_chunk(session: Session, device_pk: int, node_id: int, tier: Tier, now: float,
                           interval: float) -> ChunkResult | None:
     """Downsamples the oldest stretch of one device this tier has not done yet; None when it is up to date.
@@ -324,17 +339,11 @@ def downsample_next_chunk(session: Session, device_pk: int, node_id: int, tier: 
     bucket grid, and ends a chunk later or at now - age.
     """
     w = tier.bucket_s
-    done = _done_until(session, w, device_pk)
-    if done is None:
-        first = session.scalar(select(func.min(Sample.t)).where(Sample.device_id == device_pk))
-        if first is None:
-            return None
-        done = math.floor(first / w) * w
-    until = math.floor((now - tier.age_s) / w) * w
-    lo = done
-    hi = min(lo + tier.chunk_s, until)
-    if hi <= lo:
+    window = _next_window(session, tier, now, _done_until(session, w, device_pk), Sample.t,
+                          Sample.device_id == device_pk)
+    if window is None:
         return None
+    lo, hi, until = window
     hi = _row_capped(session, Sample.__table__, Sample.device_id == device_pk, lo, hi, w)
     rows = _rows(session, device_pk, lo, hi)
     if not rows:  # a stretch without samples: go on to the next one
@@ -380,16 +389,11 @@ def thin_next_process_chunk(session: Session, node_id: int, tier: Tier, now: flo
     """Per-process samples (CPU %, RSS, GPU memory of the runs' processes) older than the tier's age: one row
     per process and bucket, holding the bucket's mean CPU % and peak RSS. None when up to date."""
     w = tier.bucket_s
-    done = _done_until(session, w, None, node_id)
-    if done is None:
-        first = session.scalar(select(func.min(ProcessSample.t)).where(ProcessSample.node_id == node_id))
-        if first is None:
-            return None
-        done = math.floor(first / w) * w
-    until = math.floor((now - tier.age_s) / w) * w
-    lo, hi = done, min(done + tier.chunk_s, until)
-    if hi <= lo:
+    window = _next_window(session, tier, now, _done_until(session, w, None, node_id), ProcessSample.t,
+                          ProcessSample.node_id == node_id)
+    if window is None:
         return None
+    lo, hi, until = window
     hi = _row_capped(session, ProcessSample.__table__, ProcessSample.node_id == node_id, lo, hi, w)
     rows = session.execute(select(ProcessSample.id, ProcessSample.pid, ProcessSample.t, ProcessSample.cpu_percent,
                                   ProcessSample.rss_bytes).where(ProcessSample.node_id == node_id,

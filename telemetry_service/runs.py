@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from telemetry_service.api.schemas import PhaseIn, RunCreate, RunStop
 from telemetry_service.store.models import Phase, Run, RunMember
+from telemetry_service.store.writer import Refused
 
 # Instants from the client and the daemon come from the same host clock; this much disagreement is tolerated.
 CLOCK_SLACK_S = 1.0
@@ -22,7 +23,9 @@ CLOCK_SLACK_S = 1.0
 FUTURE_SLACK_S = 300.0
 
 
-class RunError(Exception):
+class RunError(Refused):
+    """Bad input for the ledger's current state, found before anything was written; `status` is the HTTP answer."""
+
     def __init__(self, status: int, detail: str) -> None:
         super().__init__(detail)
         self.status = status

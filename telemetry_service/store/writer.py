@@ -24,6 +24,10 @@ Job = Callable[[Session], Any]
 _STOP = object()
 
 
+class Refused(Exception):
+    """A job turned its input down before writing anything, so the rest of its batch can still commit."""
+
+
 class Writer:
     def __init__(self, sessions: sessionmaker[Session], max_jobs_per_batch: int = 512) -> None:
         self._sessions = sessions
@@ -63,27 +67,36 @@ class Writer:
 
     def _write(self, batch: list[tuple[Job, Future[Any]]]) -> None:
         self.batches += 1
-        results: list[Any] = []
+        outcomes: list[tuple[bool, Any]] = []
         try:
             with self._sessions() as session, session.begin():
                 for job, _ in batch:
-                    results.append(job(session))
+                    try:
+                        outcomes.append((True, job(session)))
+                    except Refused as exc:  # raised before the job wrote anything: the batch goes on
+                        log.debug("ledger write refused: %s", exc)
+                        outcomes.append((False, exc))
         except Exception:
-            # One bad job must not sink the others: write them one by one to find it.
+            # One broken job must not sink the others: write them one by one to find it.
             for job, fut in batch:
                 self._write_one(job, fut)
             return
-        for (_, fut), result in zip(batch, results):
-            fut.set_result(result)
+        for (_, fut), (ok, value) in zip(batch, outcomes):
+            if ok:
+                fut.set_result(value)
+            else:
+                fut.set_exception(value)
 
     def _write_one(self, job: Job, fut: Future[Any]) -> None:
         try:
             with self._sessions() as session, session.begin():
                 result = job(session)
+        except Refused as exc:
+            log.debug("ledger write refused: %s", exc)
+            fut.set_exception(exc)
+            return
         except Exception as exc:
-            # A job that refused its input (it carries a 4xx status for the API) is the caller's business.
-            client_error = 400 <= getattr(exc, "status", 500) < 500
-            log.log(logging.DEBUG if client_error else logging.ERROR, "ledger write failed: %s", exc)
+            log.error("ledger write failed: %s", exc)
             fut.set_exception(exc)
             return
         fut.set_result(result)
