@@ -31,6 +31,7 @@ class DeviceState:
     last_raw_j: float | None = None
     last_t: float | None = None
     last_power_w: float | None = None
+    last_power_limit_w: float | None = None
     latest: Reading | None = None
 
 
@@ -68,13 +69,14 @@ def register_node(session: Session, node_name: str, devices: list[DeviceInfo], n
     return node.id, ids
 
 
-def last_energy(session: Session, device_id: int) -> tuple[float, float | None] | None:
-    """The cumulative energy and raw counter of a device's newest sample, to continue from after a restart."""
+def last_energy(session: Session, device_id: int) -> tuple[float, float | None, float] | None:
+    """The cumulative energy, raw counter and time of a device's newest sample, to continue from after a restart
+    (the time bounds what the counter may have gained while the daemon was away)."""
     row = session.execute(
-        select(Sample.energy_j, Sample.counter_raw_j).where(Sample.device_id == device_id, Sample.energy_j.is_not(None))
+        select(Sample.energy_j, Sample.counter_raw_j, Sample.t).where(Sample.device_id == device_id, Sample.energy_j.is_not(None))
         .order_by(Sample.t.desc()).limit(1)
     ).one_or_none()
-    return None if row is None else (row[0], row[1])
+    return None if row is None else (row[0], row[1], row[2])
 
 
 class Sampler:
@@ -106,7 +108,7 @@ class Sampler:
                 state = DeviceState(info=info, device_id=ids[info.key])
                 previous = last_energy(session, state.device_id)
                 if previous is not None:
-                    state.energy_j, state.last_raw_j = previous
+                    state.energy_j, state.last_raw_j, state.last_t = previous
                 self.devices[info.key] = state
             sess = SamplerSession(node_id=self.node_id, started_at=now, interval_s=interval)
             session.add(sess)
@@ -206,7 +208,12 @@ class Sampler:
         energy_t = None
         if r.counter_j is not None:
             if state.last_raw_j is not None:
-                state.energy_j += counter_increment(state.last_raw_j, r.counter_j, state.info.counter_wrap_j)
+                step = counter_increment(state.last_raw_j, r.counter_j, state.info.counter_wrap_j,
+                                         None if state.last_t is None else r.t - state.last_t,
+                                         r.power_limit_w or state.last_power_limit_w)
+                if step.note is not None:
+                    log.warning("%s: %s", state.info.key, step.note)
+                state.energy_j += step.joules
             state.last_raw_j = r.counter_j
             energy_t = r.counter_t
         elif r.power_w is not None:
@@ -214,6 +221,7 @@ class Sampler:
             if state.last_t is not None and state.last_power_w is not None and r.t > state.last_t:
                 state.energy_j += 0.5 * (state.last_power_w + r.power_w) * (r.t - state.last_t)
         state.last_t, state.last_power_w, state.latest = r.t, r.power_w, r
+        state.last_power_limit_w = r.power_limit_w or state.last_power_limit_w
         has_energy = r.counter_j is not None or (r.power_w is not None and state.info.kind != "host")
         return {
             "device_id": state.device_id, "t": r.t, "power_w": r.power_w,

@@ -13,24 +13,22 @@ from telemetry_service.energy import (
     counter_points,
     device_energy_at,
     find_gaps,
-    integrate_power,
     is_short,
     overlaps,
     power_curve,
-    unwrap_counter,
 )
 from telemetry_service.sensors.simulated_nvml import StepTrace
 
 
 def test_constant_power_integrates_exactly():
     t = np.arange(0.0, 10.01, 0.1)
-    e = integrate_power(t, np.full(t.size, 100.0), [], [0.0, 10.0])
+    e = power_curve(t, np.full(t.size, 100.0)).integral_to([0.0, 10.0])
     assert e[1] - e[0] == pytest.approx(1000.0)
 
 
 def test_trapezoid_of_a_ramp_is_exact():
     t = np.array([0.0, 1.0, 2.0])
-    e = integrate_power(t, np.array([0.0, 100.0, 200.0]), [], [0.0, 0.5, 2.0])
+    e = power_curve(t, np.array([0.0, 100.0, 200.0])).integral_to([0.0, 0.5, 2.0])
     assert e[1] - e[0] == pytest.approx(12.5)  # area under p=100 t on [0, 0.5]
     assert e[2] - e[0] == pytest.approx(200.0)
 
@@ -40,18 +38,18 @@ def test_power_steps_at_a_boundary_are_not_smeared_across_it():
     t = np.arange(0.0, 2.01, 0.1)
     p = np.where(t < 1.03, 100.0, 300.0)
     b = [1.03]
-    e = integrate_power(t, p, b, [0.5, 1.03, 1.8])
+    e = power_curve(t, p, b).integral_to([0.5, 1.03, 1.8])
     assert e[1] - e[0] == pytest.approx(0.53 * 100.0)
     assert e[2] - e[1] == pytest.approx(0.77 * 300.0)
     # Without the boundary the plain trapezoid mixes the two levels over the sample interval around the step.
-    plain = integrate_power(t, p, [], [0.5, 1.03, 1.8])
+    plain = power_curve(t, p, []).integral_to([0.5, 1.03, 1.8])
     assert plain[1] - plain[0] != pytest.approx(0.53 * 100.0)
 
 
 def test_segment_without_samples_falls_back_to_the_trapezoid():
     t = np.array([0.0, 1.0])
     p = np.array([100.0, 200.0])
-    e = integrate_power(t, p, [0.4, 0.6], [0.4, 0.6])
+    e = power_curve(t, p, [0.4, 0.6]).integral_to([0.4, 0.6])
     assert e[1] - e[0] == pytest.approx(0.2 * 150.0)
 
 
@@ -67,13 +65,19 @@ def test_power_curve_holds_outside_the_samples():
     (7.0, 7.0, 100.0, 0.0),
 ])
 def test_counter_increment(prev, cur, wrap, expected):
-    assert counter_increment(prev, cur, wrap) == pytest.approx(expected)
+    assert counter_increment(prev, cur, wrap).joules == pytest.approx(expected)
 
 
-def test_unwrap_never_goes_backwards():
-    out = unwrap_counter([5.0, 8.0, 1.0, 4.0], wrap=None, start=100.0)
-    assert out.tolist() == [100.0, 103.0, 104.0, 107.0]
-    assert unwrap_counter([90.0, 99.0, 3.0], wrap=100.0).tolist() == [0.0, 9.0, 13.0]
+def test_a_reset_is_believed_only_where_the_device_could_have_drawn_it():
+    # 2.5 MJ "since a reset" 5 s after the last read, on a 700 W GPU: a counter from elsewhere, not a reset.
+    step = counter_increment(2_600_000.0, 2_500_000.0, None, elapsed_s=5.0, max_power_w=700.0)
+    assert step.joules == 0.0 and "went backwards" in step.note
+    # 1.2 kJ since a reset in 5 s at up to 700 W is plausible (3.5 kJ): taken, and said.
+    step = counter_increment(2_600_000.0, 1200.0, None, elapsed_s=5.0, max_power_w=700.0)
+    assert step.joules == 1200.0 and step.note == "counter reset"
+    # A forward jump beyond the power limit is refused as well.
+    assert counter_increment(10.0, 50_010.0, None, elapsed_s=0.1, max_power_w=700.0).joules == 0.0
+    assert counter_increment(10.0, 80.0, None, elapsed_s=0.1, max_power_w=700.0).joules == 70.0
 
 
 def test_counter_points_keep_the_first_stamp_of_each_value():

@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from telemetry_service.energy.counter import counter_increment
 from telemetry_service.sensors.base import DeviceInfo, Reading
 
 # RAPL counters update about every millisecond: reading them stamps them well enough.
@@ -85,10 +86,7 @@ class RaplSensor:
             power = None
             last = self._last.get(zone.info.key)
             if last is not None and t > last[0]:
-                delta = joules - last[1]
-                if delta < 0 and zone.info.counter_wrap_j:
-                    delta += zone.info.counter_wrap_j
-                power = delta / (t - last[0])
+                power = counter_increment(last[1], joules, zone.info.counter_wrap_j).joules / (t - last[0])
             self._last[zone.info.key] = (t, joules)
             readings.append(Reading(key=zone.info.key, t=t, power_w=power, counter_j=joules, counter_t=t,
                                     counter_timing="read"))
