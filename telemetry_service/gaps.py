@@ -13,7 +13,7 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from telemetry_service.energy import find_gaps
+from telemetry_service.energy import counter_increment, find_gaps
 from telemetry_service.store.models import Device, DownsampledSpan, Sample, SamplerSession
 
 
@@ -65,6 +65,14 @@ def find_holes(times: np.ndarray, threshold: float, spans: list[tuple[float, flo
     return [h for h, keep in zip(holes, b - a > np.maximum(threshold, 1.5 * res)) if keep]
 
 
+def power_holes(session: Session, device_pk: int, times: np.ndarray, threshold: float) -> list[tuple[float, float]]:
+    """Where a device without a counter has no power reading: such stretches get no energy."""
+    if len(times) < 2:
+        return []
+    spans = downsampled_spans(session, device_pk, float(np.min(times)), float(np.max(times)))
+    return find_holes(times, threshold, spans)
+
+
 def daemon_downtime(session: Session, nodes: dict[int, str], t0: float, t1: float) -> list[dict[str, Any]]:
     """The stretches of [t0, t1] when a node's daemon was not sampling: from one life's last written sample to
     the next life's start. `clean_stop` is false where the daemon was killed or crashed (no stop recorded)."""
@@ -92,11 +100,15 @@ def _raw_counter(session: Session, device_pk: int, at: float, before: bool) -> f
 
 def _counter_across(session: Session, device: Device, a: float, b: float) -> str:
     before, after = _raw_counter(session, device.id, a, True), _raw_counter(session, device.id, b, False)
-    if before is None or after is None or after >= before:
-        return "exact: the hardware counter ran on"
-    if device.counter_wrap_j:
-        return "counter wrapped inside the gap: exact if it wrapped once"
-    return "counter reset inside the gap (driver reload): the energy before the reset is missing"
+    if before is None or after is None:
+        return "unknown: no counter reading on one side of the gap"
+    step = counter_increment(before, after, device.counter_wrap_j, b - a)
+    if step.note is None:
+        return ("counter wrapped inside the gap: exact if it wrapped once" if after < before
+                else "exact: the hardware counter ran on")
+    if step.note == "counter reset":
+        return "counter reset inside the gap (driver reload): the energy before the reset is missing"
+    return f"none counted: {step.note}"
 
 
 def device_gaps(session: Session, device_pk: int, device_id: str, method: str | None, times: np.ndarray,
@@ -110,7 +122,7 @@ def device_gaps(session: Session, device_pk: int, device_id: str, method: str | 
         if method == "counter" and device is not None:
             energy = _counter_across(session, device, a, b)
         else:
-            energy = "interpolated: power taken as linear across the gap"
+            energy = "none: no power reading, so no energy is counted across the gap"
         down = any(d["start"] < b and d["end"] > a for d in downtime)
         out.append({"device": device_id, "start": a, "end": b, "duration_s": b - a, "energy": energy,
                     "daemon_down": down})

@@ -11,8 +11,8 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from telemetry_service.energy import combine_methods, overlaps, phase_energies
-from telemetry_service.gaps import coarse_stretches, daemon_downtime, device_gaps, gap_threshold
+from telemetry_service.energy import PhaseEnergies, combine_methods, overlaps, phase_energies
+from telemetry_service.gaps import coarse_stretches, daemon_downtime, device_gaps, gap_threshold, power_holes
 from telemetry_service.store.blocks import load_series
 from telemetry_service.store.models import Device, Node, Phase, Run, RunMember
 from telemetry_service.store.raw import fetch_tuples
@@ -111,6 +111,11 @@ def run_energy(session: Session, run: Run, sample_interval: float | None = None,
     phase_by_device: list[dict[str, float]] = [{} for _ in range(n)]
     phase_methods: list[dict[str, str]] = [{} for _ in range(n)]
     phase_uncertainty: list[dict[str, float]] = [{} for _ in range(n)]
+    phase_extrapolated = np.zeros(n)
+    phase_located = np.zeros(n, dtype=np.int64)
+    phase_timed = np.zeros(n, dtype=np.int64)
+    provenance: dict[str, dict[str, Any]] = {}
+    total_var = 0.0
     phase_short = np.zeros(n, dtype=bool)
     phase_complete = np.ones(n, dtype=bool)
     total_by_device: dict[str, float] = {}
@@ -126,16 +131,22 @@ def run_energy(session: Session, run: Run, sample_interval: float | None = None,
     for dev in devices:
         on_node = p_node == dev.node_id
         series = load_series(session, dev.device_pk, t0 - MARGIN_S, t1 + MARGIN_S)
-        period = dev.update_period_s or (None if dev.energy_counter else interval)
-        pe = phase_energies(series, n, p_name[on_node], names, p_start[on_node], p_end[on_node], t0, t1, period,
-                            estimated=dev.source == "estimate", power_window_s=dev.power_window_s)
+        pe = phase_energies(series, n, p_name[on_node], names, p_start[on_node], p_end[on_node], t0, t1,
+                            dev.update_period_s, estimated=dev.source == "estimate",
+                            power_window_s=dev.power_window_s, holes=power_holes(session, dev.device_pk, series.power_t,
+                                                                                 gap_threshold(interval)))
         if pe.method is None:
             notes.append({"device": dev.id, "note": "no samples over this run"})
             continue
         methods[dev.id] = pe.method
+        provenance[dev.id] = device_provenance(pe)
         if np.isfinite(pe.total_j):
             total_by_device[dev.id] = pe.total_j
+            total_var += pe.total_err_j ** 2
             by_node[dev.node] += pe.total_j
+        else:
+            notes.append({"device": dev.id, "note": "no energy figure could be formed over this run; left out of "
+                                                    "the total, which is incomplete"})
         if pe.attribution is not None:
             attribution[dev.id] = pe.attribution
         for j in range(n):
@@ -146,8 +157,10 @@ def run_energy(session: Session, run: Run, sample_interval: float | None = None,
             phase_var[j] += pe.stderr_j[j] ** 2
             phase_by_device[j][dev.id] = float(pe.energy_j[j])
             phase_methods[j][dev.id] = m
-            if m == "attributed":
-                phase_uncertainty[j][dev.id] = float(pe.stderr_j[j])
+            phase_uncertainty[j][dev.id] = float(pe.stderr_j[j])
+            phase_extrapolated[j] += float(pe.extrapolated_j[j])
+            phase_located[j] += int(pe.located[j])
+            phase_timed[j] += int(pe.timed[j])
             phase_short[j] |= bool(pe.short[j])
             phase_complete[j] &= bool(pe.complete[j])
         all_t = series.counter_t if series.counter_t.size else series.power_t
@@ -169,10 +182,12 @@ def run_energy(session: Session, run: Run, sample_interval: float | None = None,
             "avg_power_w": e / dur if dur > 0 else None, "by_device": phase_by_device[j], "method": method,
             "methods": phase_methods[j],
             "short": bool(phase_short[j]), "complete": bool(phase_complete[j]),
+            "uncertainty_j": float(np.sqrt(phase_var[j])),  # standard uncertainty; devices in quadrature
+            "uncertainty_by_device": phase_uncertainty[j],
+            "extrapolated_j": float(phase_extrapolated[j]),
+            "timing_quality": share(phase_located[j], phase_timed[j]),
         }
-        if phase_uncertainty[j]:
-            row["uncertainty_j"] = float(np.sqrt(phase_var[j]))  # of energy_j: the attributed devices' in quadrature
-            row["uncertainty_by_device"] = phase_uncertainty[j]
+        if "attributed" in phase_methods[j].values():
             row["repeats"] = int(counts[j])
         phase_rows.append(row)
     return {
@@ -182,11 +197,15 @@ def run_energy(session: Session, run: Run, sample_interval: float | None = None,
             "avg_power_w": total_energy / duration if duration > 0 else None,
             "by_device": total_by_device, "by_node": dict(by_node),
             "method": combine_methods(list(methods.values())),
+            "uncertainty_j": float(np.sqrt(total_var)),
+            "complete": bool(provenance) and len(total_by_device) == len(devices)
+            and all(pv["complete"] for pv in provenance.values()) and not downtime,
         },
         "phases": phase_rows,
-        "devices": [{"id": d.id, "kind": d.kind, "source": d.source, "energy_counter": d.energy_counter,
-                     "method": methods.get(d.id), "update_period_s": d.update_period_s,
-                     "power_window_s": d.power_window_s} for d in devices],
+        "devices": [{"id": d.id, "kind": d.kind, "source": d.source, "simulated": d.source == "simulated",
+                     "energy_counter": d.energy_counter, "method": methods.get(d.id),
+                     "update_period_s": d.update_period_s, "power_window_s": d.power_window_s,
+                     **provenance.get(d.id, {})} for d in devices],
         "simulated": any(d.source == "simulated" for d in devices),
         "shared_devices": shared_devices(session, run, devices, now),
         "gaps": gaps,
@@ -194,6 +213,19 @@ def run_energy(session: Session, run: Run, sample_interval: float | None = None,
         "downsampled": downsampled,
         "attribution": {"power_w": attribution} if attribution else None,
         "notes": notes,
+    }
+
+
+def share(part: int, whole: int) -> float | None:
+    return part / whole if whole else None
+
+
+def device_provenance(pe: PhaseEnergies) -> dict[str, Any]:
+    """How one device's run figure was obtained and how far to trust it."""
+    return {
+        "uncertainty_j": pe.total_err_j, "complete": pe.total_complete, "resolution_s": pe.resolution_s,
+        "timing_quality": share(int(pe.located.sum()), int(pe.timed.sum())),
+        "holes": [{"start": a, "end": b} for a, b in pe.holes],
     }
 
 

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from telemetry_service.energy import counter_increment
 from telemetry_service.sensors.base import DeviceInfo, PartialReadError, Reading, Sensor
 from telemetry_service.sensors.processes import ProcessWatcher
+from telemetry_service.store.blocks import reopen_before
 from telemetry_service.store.models import Device, Node, ProcessSample, Sample, SamplerSession
 from telemetry_service.store.writer import Writer
 
@@ -226,7 +227,7 @@ class Sampler:
         return {
             "device_id": state.device_id, "t": r.t, "power_w": r.power_w,
             "energy_j": state.energy_j if has_energy else None, "energy_t": energy_t,
-            "counter_raw_j": r.counter_j, "timing": r.counter_timing,
+            "counter_raw_j": r.counter_j, "timing": r.counter_timing, "stamp_err_s": r.counter_err_s,
             "util_pct": r.util_pct, "mem_util_pct": r.mem_util_pct, "mem_used_bytes": r.mem_used_bytes,
             "mem_total_bytes": r.mem_total_bytes, "temp_c": r.temp_c, "sm_clock_mhz": r.sm_clock_mhz,
             "power_limit_w": r.power_limit_w,
@@ -252,6 +253,9 @@ class Sampler:
             rows, self._pending = self._pending, []
             procs, self._pending_procs = self._pending_procs, []
         newest = max((r["t"] for r in rows), default=None)
+        earliest: dict[int, float] = {}
+        for r in rows:
+            earliest[r["device_id"]] = min(r["t"], earliest.get(r["device_id"], r["t"]))
         session_id = self.session_id
         stopped = time.time() if final else None
 
@@ -259,6 +263,7 @@ class Sampler:
             # Core inserts: the ORM's bookkeeping buys nothing for rows nobody reads back here.
             if rows:
                 session.connection().execute(insert(Sample.__table__), rows)
+                reopen_before(session, earliest)
             if procs:
                 session.connection().execute(insert(ProcessSample.__table__), procs)
             values: dict[str, Any] = {}

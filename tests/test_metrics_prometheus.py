@@ -32,7 +32,7 @@ def gpu_energy(d: DaemonProcess, timeout: float = 10.0) -> tuple[float, float]:
     while time.time() < deadline:
         now = time.time()
         for s in scrape(d)["joulemeter_energy_joules"].samples:
-            if s.labels["device"] == "simgpu0":
+            if s.labels["device"] == "simgpu0" and s.value > 0:  # the second read gives the first increment
                 return s.value, now
         time.sleep(0.1)
     raise AssertionError(f"no energy for simgpu0 within {timeout} s:\n{d.log()}")

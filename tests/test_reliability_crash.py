@@ -112,17 +112,21 @@ def test_sigkill_loses_at_most_the_last_batch_and_the_run_goes_on(tmp_path):
     gaps = {g["device"]: g for g in energy["gaps"]}
     counter_gap, power_gap = gaps[f"{node}/simgpu0"], gaps[f"{node}/simgpu1"]
     assert counter_gap["daemon_down"] and counter_gap["energy"].startswith("exact")
-    assert power_gap["daemon_down"] and power_gap["energy"].startswith("interpolated")
+    assert power_gap["daemon_down"] and power_gap["energy"].startswith("none")
     for gap in (counter_gap, power_gap):
         assert gap["start"] <= killed_at and gap["end"] >= down["end"] - 0.5
-    # Constant power: a phase across the hole costs power x duration; the counter ran on, power is interpolated.
+    # Constant power: the counter ran on, so a phase across the hole costs power x duration; without a counter,
+    # the hole itself gets no energy, and the figures say they are incomplete.
     width = across["end"] - across["start"]
+    hole = power_gap["end"] - power_gap["start"]
     assert phases["across"]["by_device"][f"{node}/simgpu0"] == pytest.approx(COUNTER_W * width, rel=1e-3)
-    assert phases["across"]["by_device"][f"{node}/simgpu1"] == pytest.approx(POWER_ONLY_W * width, rel=1e-3)
+    assert phases["across"]["by_device"][f"{node}/simgpu1"] == pytest.approx(POWER_ONLY_W * (width - hole), rel=1e-3)
+    assert phases["across"]["complete"] is False and phases["before"]["complete"] is True
     duration = stopped["ended_at"] - stopped["started_at"]
     by_device = energy["total"]["by_device"]
     assert by_device[f"{node}/simgpu0"] == pytest.approx(COUNTER_W * duration, rel=1e-2)
-    assert by_device[f"{node}/simgpu1"] == pytest.approx(POWER_ONLY_W * duration, rel=1e-2)
+    assert by_device[f"{node}/simgpu1"] == pytest.approx(POWER_ONLY_W * (duration - hole), rel=1e-2)
+    assert energy["total"]["complete"] is False
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])

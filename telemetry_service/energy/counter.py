@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from telemetry_service.energy.common import FloatArray, sorted_by
+from telemetry_service.energy.common import FloatArray
 from telemetry_service.energy.power import AveragedPowerCurve, PowerCurve
 
 
@@ -45,25 +45,52 @@ def counter_increment(previous: float, current: float, wrap: float | None, elaps
     return Increment(max(delta, 0.0), "counter reset" if how == "reset" else None)
 
 
-def counter_points(update_t: ArrayLike, energy: ArrayLike) -> tuple[FloatArray, FloatArray]:
-    """The distinct (update instant, cumulative energy) points of a counter read many times per update.
+@dataclass(frozen=True)
+class CounterPoints:
+    """The distinct update points of a counter: instant, cumulative energy, the instant's standard uncertainty
+    (NaN where unknown) and how it was found (0 edge, 1 grid, 2 read; NaN where unknown)."""
+
+    u: FloatArray
+    e: FloatArray
+    err: FloatArray
+    timing: FloatArray
+
+    @property
+    def size(self) -> int:
+        return int(self.u.size)
+
+    def resolution(self) -> float | None:
+        """The typical spacing of the points: what the stored counter resolves, whatever its own period."""
+        return float(np.median(np.diff(self.u))) if self.u.size >= 3 else None
+
+
+def distinct_points(update_t: ArrayLike, energy: ArrayLike, err: ArrayLike | None = None,
+                    timing: ArrayLike | None = None) -> CounterPoints:
+    """The distinct points of a counter read many times per update.
 
     A value read twice belongs to the first instant it was stamped with; instants must increase.
     """
     u = np.asarray(update_t, dtype=np.float64)
     e = np.asarray(energy, dtype=np.float64)
+    er = np.full(u.shape, np.nan) if err is None or np.size(err) != u.size else np.asarray(err, dtype=np.float64)
+    tm = np.full(u.shape, np.nan) if timing is None or np.size(timing) != u.size else np.asarray(timing, np.float64)
     ok = np.isfinite(u) & np.isfinite(e)
-    u, e = u[ok], e[ok]
-    if u.size == 0:
-        return u, e
-    u, e = sorted_by(u, e)
+    u, e, er, tm = u[ok], e[ok], er[ok], tm[ok]
+    if u.size > 1 and not bool(np.all(u[1:] >= u[:-1])):
+        order = np.argsort(u, kind="stable")
+        u, e, er, tm = u[order], e[order], er[order], tm[order]
     keep = np.ones(u.size, dtype=bool)
     keep[1:] = e[1:] != e[:-1]
-    u, e = u[keep], e[keep]
+    u, e, er, tm = u[keep], e[keep], er[keep], tm[keep]
     keep = np.ones(u.size, dtype=bool)
     keep[1:] = np.diff(u) > 0
-    return u[keep], e[keep]
+    return CounterPoints(u[keep], e[keep], er[keep], tm[keep])
 
+
+def counter_points(update_t: ArrayLike, energy: ArrayLike) -> tuple[FloatArray, FloatArray]:
+    """(update instant, cumulative energy) of the distinct points of a counter."""
+    pts = distinct_points(update_t, energy)
+    return pts.u, pts.e
 
 
 # How far the power curve's energy over an update interval may stray from the counter's increment and still shape it.
@@ -98,29 +125,44 @@ def neighbour_split(update_t: FloatArray, energy: FloatArray, k: NDArray[np.int6
     return np.where((inside[k] == 1) & (before + after > 0), frac, np.nan)
 
 
-def counter_energy_at(update_t: FloatArray, energy: FloatArray, queries: ArrayLike,
-                      shape: PowerCurve | AveragedPowerCurve | None = None,
-                      boundaries: ArrayLike = ()) -> FloatArray:
-    """Cumulative counter energy at each query instant.
+@dataclass(frozen=True)
+class CounterEstimate:
+    """Cumulative counter energy at each query, its standard uncertainty, the worst timing state of the two
+    updates around it (0 edge, 1 grid, 2 read, NaN unknown), and the part of it extrapolated past the updates."""
 
-    Between two updates u_k < q < u_{k+1} the increment is split, in order of preference: by the energy the
-    power curve puts on each side of q, where that curve agrees with the counter over the interval; by the
-    counter's rate in the whole intervals on either side, where q is the interval's only boundary; linearly.
-    Queries beyond the first or last update extend with the power curve if there is one, else are NaN.
+    at: FloatArray
+    err: FloatArray
+    timing: FloatArray
+    extrapolated: FloatArray
+
+
+def _split(pts: CounterPoints, k: NDArray[np.int64], q: FloatArray, shape: PowerCurve | AveragedPowerCurve | None,
+           boundaries: FloatArray) -> tuple[FloatArray, FloatArray]:
+    """The share of interval k's increment spent before each q, and that share's standard uncertainty.
+
+    In order of preference: by the energy the power curve puts on each side of q, where that curve agrees with
+    the counter over the interval (what it disagrees by is the doubt); by the counter's rate in the whole
+    intervals on either side, where q is the interval's only boundary (doubt: none beyond timing); linearly
+    (doubt: how differently the neighbouring intervals drew, or, across a hole, anything between all and none).
     """
-    q = np.asarray(queries, dtype=np.float64)
-    if update_t.size == 0:
-        return np.full(q.shape, np.nan)
-    if update_t.size == 1:
-        return np.where(q == update_t[0], energy[0], np.nan)
-    k = np.clip(np.searchsorted(update_t, q, side="right") - 1, 0, update_t.size - 2)
-    u0, u1 = update_t[k], update_t[k + 1]
-    e0, e1 = energy[k], energy[k + 1]
+    u, e = pts.u, pts.e
+    u0, u1, de = u[k], u[k + 1], e[k + 1] - e[k]
     frac = (q - u0) / (u1 - u0)
-    b = np.asarray(boundaries, dtype=np.float64)
-    if b.size:
-        by_rate = neighbour_split(update_t, energy, k, q, b)
-        frac = np.where(np.isfinite(by_rate), by_rate, frac)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rate = np.diff(e) / np.diff(u)
+    n = rate.size
+    r_prev = np.where(k >= 1, rate[np.maximum(k - 1, 0)], np.nan)
+    r_next = np.where(k + 1 < n, rate[np.minimum(k + 1, n - 1)], np.nan)
+    width = u1 - u0
+    typical = pts.resolution() or float(np.median(width))
+    spread = np.where(np.isfinite(r_prev - r_next), np.abs(r_prev - r_next) * width, de)
+    spread = np.where(width > 3.0 * typical, de, np.minimum(spread, de))  # a hole: anything could have happened
+    doubt = spread * np.minimum(frac, 1.0 - frac) / np.sqrt(3.0)
+    if boundaries.size:
+        by_rate = neighbour_split(u, e, k, q, boundaries)
+        use = np.isfinite(by_rate) & (width <= 3.0 * typical)
+        frac = np.where(use, by_rate, frac)
+        doubt = np.where(use, 0.0, doubt)
     if shape is not None and not shape.empty:
         s_q, s0, s1 = shape.integral_to(q), shape.integral_to(u0), shape.integral_to(u1)
         span = s1 - s0
@@ -128,13 +170,66 @@ def counter_energy_at(update_t: FloatArray, energy: FloatArray, queries: ArrayLi
             shaped = (s_q - s0) / span
             # Power samples that miss what the counter saw in the interval (a burst between two readings) say
             # nothing reliable about its shape inside it either.
-            agrees = np.abs(span / (e1 - e0) - 1.0) <= SHAPE_AGREEMENT
-        frac = np.where((span > 0) & np.isfinite(shaped) & agrees, shaped, frac)
-    inside = e0 + np.clip(frac, 0.0, 1.0) * (e1 - e0)
+            mismatch = np.abs(span / de - 1.0)
+        use = (span > 0) & np.isfinite(shaped) & (mismatch <= SHAPE_AGREEMENT)
+        frac = np.where(use, shaped, frac)
+        doubt = np.where(use, de * mismatch * np.minimum(frac, 1.0 - frac), doubt)
+    return np.clip(frac, 0.0, 1.0), np.abs(doubt)
+
+
+def _local_power(pts: CounterPoints, shape: PowerCurve | AveragedPowerCurve | None) -> FloatArray:
+    """Power at each update instant: from the power curve where there is one, else the counter's mean rate
+    over the intervals on either side."""
+    u, e = pts.u, pts.e
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rate = np.diff(e) / np.diff(u)
+    p = np.concatenate([[rate[0]], 0.5 * (rate[:-1] + rate[1:]), [rate[-1]]]) if rate.size else np.zeros(u.size)
     if shape is not None and not shape.empty:
-        before = energy[0] - (shape.integral_to(update_t[0]) - shape.integral_to(q))
-        after = energy[-1] + (shape.integral_to(q) - shape.integral_to(update_t[-1]))
+        eps = 1e-3
+        from_shape = (shape.integral_to(u + eps) - shape.integral_to(u - eps)) / (2 * eps)
+        p = np.where(np.isfinite(from_shape), from_shape, p)
+    return np.abs(p)
+
+
+def counter_estimate(pts: CounterPoints, queries: ArrayLike, shape: PowerCurve | AveragedPowerCurve | None = None,
+                     boundaries: ArrayLike = ()) -> CounterEstimate:
+    """Cumulative counter energy at each query instant, with how far to trust it.
+
+    Between two updates u_k < q < u_{k+1} the increment is split as `_split` says. E(q) moves when an update's
+    instant is wrong: by the power at u_k times (1 - f) per second of error in u_k, and by the power at u_{k+1}
+    times f for u_{k+1} (f the share before q), so each stamp's uncertainty and the power at it give E(q)'s;
+    an unknown stamp uncertainty is taken as a uniform one over the counter's resolution. Queries beyond the
+    first or last update extend with the power curve if there is one (reported as extrapolated), else are NaN.
+    """
+    q = np.asarray(queries, dtype=np.float64)
+    nan = np.full(q.shape, np.nan)
+    if pts.size < 2:
+        at = np.where(q == pts.u[0], pts.e[0], np.nan) if pts.size else nan
+        return CounterEstimate(at, nan.copy(), nan.copy(), np.zeros(q.shape))
+    u, e = pts.u, pts.e
+    k = np.clip(np.searchsorted(u, q, side="right") - 1, 0, u.size - 2)
+    frac, doubt = _split(pts, k, q, shape, np.asarray(boundaries, dtype=np.float64))
+    inside = e[k] + frac * (e[k + 1] - e[k])
+    stamp_err = np.where(np.isfinite(pts.err), pts.err, (pts.resolution() or 0.0) / np.sqrt(12.0))
+    power = _local_power(pts, shape)
+    timing_err = np.hypot(power[k] * (1.0 - frac) * stamp_err[k], power[k + 1] * frac * stamp_err[k + 1])
+    err = np.hypot(timing_err, doubt)
+    timing = np.fmax(pts.timing[k], pts.timing[k + 1])
+    extrapolated = np.zeros(q.shape)
+    at = inside
+    if shape is not None and not shape.empty:
+        before = shape.integral_to(q) - shape.integral_to(u[0])
+        after = shape.integral_to(q) - shape.integral_to(u[-1])
+        extrapolated = np.where(q < u[0], before, np.where(q > u[-1], after, 0.0))
+        at = np.where(q < u[0], e[0] + before, np.where(q > u[-1], e[-1] + after, inside))
+        err = np.where((q < u[0]) | (q > u[-1]), np.hypot(err, np.abs(extrapolated)), err)
     else:
-        before = np.full(q.shape, np.nan)
-        after = np.full(q.shape, np.nan)
-    return np.where(q < update_t[0], before, np.where(q > update_t[-1], after, inside))
+        at = np.where((q < u[0]) | (q > u[-1]), np.nan, inside)
+    return CounterEstimate(at, err, timing, extrapolated)
+
+
+def counter_energy_at(update_t: FloatArray, energy: FloatArray, queries: ArrayLike,
+                      shape: PowerCurve | AveragedPowerCurve | None = None,
+                      boundaries: ArrayLike = ()) -> FloatArray:
+    """Cumulative counter energy at each query instant (see `counter_estimate`)."""
+    return counter_estimate(distinct_points(update_t, energy), queries, shape, boundaries).at

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from telemetry_service.energy.attribution import AttributionFit, attribute, tagged_fit
-from telemetry_service.energy.common import FloatArray, Method, is_short
-from telemetry_service.energy.counter import counter_energy_at, counter_points
+from telemetry_service.energy.common import FloatArray, Method, clean_readings, is_short
+from telemetry_service.energy.counter import CounterPoints, counter_estimate, distinct_points
 from telemetry_service.energy.partition import Partition, innermost_partition
 from telemetry_service.energy.power import AveragedPowerCurve, PowerCurve, averaged_power_curve, power_curve
+
+
+def _empty() -> FloatArray:
+    return np.empty(0)
 
 
 @dataclass(frozen=True)
@@ -22,45 +26,100 @@ class DeviceSeries:
     power_w: FloatArray
     counter_t: FloatArray  # the update instant each counter value belongs to
     counter_j: FloatArray  # unwrapped cumulative energy
+    counter_err: FloatArray = field(default_factory=_empty)  # standard uncertainty of counter_t (NaN: unknown)
+    counter_timing: FloatArray = field(default_factory=_empty)  # 0 edge, 1 grid, 2 read (NaN: unknown)
 
     @staticmethod
     def of(power: ArrayLike = (), counter: ArrayLike = ()) -> DeviceSeries:
-        """From (t, W) and (update instant, J) pairs."""
+        """From (t, W) and (update instant, J) pairs, or (update instant, J, stamp uncertainty, timing) rows."""
         p = np.asarray(power, dtype=np.float64).reshape(-1, 2)
-        c = np.asarray(counter, dtype=np.float64).reshape(-1, 2)
-        return DeviceSeries(p[:, 0], p[:, 1], c[:, 0], c[:, 1])
+        c = np.asarray(counter, dtype=np.float64)
+        c = c.reshape(-1, c.shape[-1] if c.ndim == 2 else 2)
+        extra = (c[:, 2], c[:, 3]) if c.shape[1] == 4 else ()
+        return DeviceSeries(p[:, 0], p[:, 1], c[:, 0], c[:, 1], *extra)
+
+    def points(self) -> CounterPoints:
+        return distinct_points(self.counter_t, self.counter_j, self.counter_err, self.counter_timing)
+
+    def span(self) -> tuple[float, float] | None:
+        """The stretch the data speaks for: first to last counter update, else first to last power reading."""
+        pts = self.points()
+        if pts.size >= 2:
+            return float(pts.u[0]), float(pts.u[-1])
+        t = self.power_t[np.isfinite(self.power_t) & np.isfinite(self.power_w)]
+        return (float(t.min()), float(t.max())) if t.size else None
+
+    def resolution(self) -> float | None:
+        """What the stored data resolves: the typical spacing of counter points, else of power readings."""
+        pts = self.points()
+        if pts.size >= 3:
+            return pts.resolution()
+        return float(np.median(np.diff(self.power_t))) if self.power_t.size >= 3 else None
 
 
 @dataclass(frozen=True)
 class DeviceEnergy:
-    """Cumulative energy at each requested instant, how it was found, and the span the data speaks for."""
+    """Cumulative energy at each requested instant with its standard uncertainty, the timing state behind it
+    (counter only), the part extrapolated past the data, how it was found, the span the data speaks for, and
+    the holes inside it that got no energy."""
 
     at: FloatArray
+    err: FloatArray
+    timing: FloatArray
+    extrapolated: FloatArray
     method: Method | None
     covered: tuple[float, float] | None
+    holes: list[tuple[float, float]] = field(default_factory=list)
+
+
+def _power_doubt(t: FloatArray, p: FloatArray, q: FloatArray) -> FloatArray:
+    """Standard uncertainty of integrated power up to each q: the power step between the samples around q could
+    lie anywhere between them."""
+    if t.size < 2:
+        return np.zeros(q.shape)
+    i = np.clip(np.searchsorted(t, q, side="right"), 1, t.size - 1)
+    return np.abs(p[i] - p[i - 1]) * (t[i] - t[i - 1]) / np.sqrt(12.0)
+
+
+def _without_holes(curve: PowerCurve | AveragedPowerCurve, q: FloatArray,
+                   holes: list[tuple[float, float]]) -> FloatArray:
+    """The curve's integral up to each q, less what it puts inside holes: time without samples gets no energy."""
+    at = curve.integral_to(q)
+    for lo, hi in holes:
+        base = curve.integral_to(np.array([lo]))[0]
+        at = at - (curve.integral_to(np.clip(q, lo, hi)) - base)
+    return at
 
 
 def device_energy_at(series: DeviceSeries, queries: ArrayLike, boundaries: ArrayLike,
-                     estimated: bool = False, power_window_s: float | None = None) -> DeviceEnergy:
+                     estimated: bool = False, power_window_s: float | None = None,
+                     holes: list[tuple[float, float]] | None = None) -> DeviceEnergy:
     """Cumulative energy of one device at each query instant (differences give interval energies).
 
     A power reading that is a moving average over `power_window_s` is turned back into energy (see
-    AveragedPowerCurve) rather than integrated as if it were power at its instant.
+    AveragedPowerCurve) rather than integrated as if it were power at its instant. Without a counter, the
+    `holes` (stretches without a power reading) get no energy.
     """
     q = np.asarray(queries, dtype=np.float64)
-    shape: PowerCurve | AveragedPowerCurve | None
-    if power_window_s:
-        shape = averaged_power_curve(series.power_t, series.power_w, power_window_s) if series.power_t.size else None
-    else:
-        shape = power_curve(series.power_t, series.power_w, boundaries) if series.power_t.size else None
-    u, e = counter_points(series.counter_t, series.counter_j)
-    if u.size >= 2:
-        return DeviceEnergy(counter_energy_at(u, e, q, shape, boundaries), "counter", (float(u[0]), float(u[-1])))
-    if shape is not None and not shape.empty:
-        covered = (float(shape.knots[0]), float(shape.knots[-1]))
-        return DeviceEnergy(shape.integral_to(q), "estimated" if estimated else "integrated", covered)
-    return DeviceEnergy(np.full(q.shape, np.nan), None, None)
-
+    shape: PowerCurve | AveragedPowerCurve | None = None
+    if series.power_t.size:
+        shape = averaged_power_curve(series.power_t, series.power_w, power_window_s) if power_window_s \
+            else power_curve(series.power_t, series.power_w, boundaries)
+    pts = series.points()
+    if pts.size >= 2:
+        est = counter_estimate(pts, q, shape, boundaries)
+        return DeviceEnergy(est.at, est.err, est.timing, est.extrapolated, "counter", (float(pts.u[0]), float(pts.u[-1])))
+    nan = np.full(q.shape, np.nan)
+    if shape is None or shape.empty:
+        return DeviceEnergy(nan, nan.copy(), nan.copy(), np.zeros(q.shape), None, None)
+    t, p = clean_readings(series.power_t, series.power_w)
+    holes = holes or []
+    covered = (float(t[0]), float(t[-1]))
+    extrapolated = np.where(q < covered[0], shape.integral_to(q) - shape.integral_to(np.array([covered[0]])),
+                            np.where(q > covered[1], shape.integral_to(q) - shape.integral_to(np.array([covered[1]])), 0.0))
+    err = np.hypot(_power_doubt(t, p, q), np.abs(extrapolated))
+    return DeviceEnergy(_without_holes(shape, q, holes), err, nan, extrapolated,
+                        "estimated" if estimated else "integrated", covered, holes)
 
 
 ATTRIBUTE_BELOW_PERIODS = 1.5
@@ -70,79 +129,121 @@ MAX_FIT_WINDOWS = 200_000
 
 @dataclass(frozen=True)
 class PhaseEnergies:
-    """One device's energy over a run and per phase name (indexed as the caller's names)."""
+    """One device's energy over a run and per phase name (indexed as the caller's names), with provenance."""
 
     total_j: float
+    total_err_j: float
+    total_complete: bool
     method: Method | None  # of the device's direct figures
     energy_j: FloatArray
     methods: list[Method | None]
-    stderr_j: FloatArray  # zero for direct figures
+    stderr_j: FloatArray  # standard uncertainty of every figure (the fit's for attributed ones)
     short: NDArray[np.bool_]
     complete: NDArray[np.bool_]
     attribution: dict[str, float] | None  # power per innermost label, where a fit was made
+    extrapolated_j: FloatArray  # the part of each figure extrapolated past the data
+    located: NDArray[np.int64]  # boundaries whose counter updates were located (edge or grid), per name
+    timed: NDArray[np.int64]  # boundaries whose timing state is known, per name
+    holes: list[tuple[float, float]] = field(default_factory=list)
+    resolution_s: float | None = None
 
 
 def phase_energies(series: DeviceSeries, n_names: int, name_idx: ArrayLike, names: list[str], starts: ArrayLike,
                    ends: ArrayLike, t0: float, t1: float, period: float | None, estimated: bool = False,
-                   power_window_s: float | None = None) -> PhaseEnergies:
-    """Energy per phase name: E(end) - E(start) summed over each name's intervals, and, for names shorter than the
-    sensor's update period that repeat often enough, the attributed figure instead.
+                   power_window_s: float | None = None,
+                   holes: list[tuple[float, float]] | None = None) -> PhaseEnergies:
+    """Energy per phase name: E(end) - E(start) summed over each name's intervals, and, for names shorter than
+    what the data resolves that repeat often enough, the attributed figure instead.
 
-    `period` is the device's update period (the counter's, or the power reading's); `power_window_s` is set for a
-    power reading that is an average over that window (each reading then observes a window's energy).
+    `period` is the sensor's own update period where it is known; the spacing of the stored data counts too
+    (a 10 ms counter read every 100 ms resolves 100 ms). `power_window_s` is set for a power reading that is an
+    average over that window (each reading then observes a window's energy). Time before the first or after the
+    last sample gets no energy beyond two resolutions of extrapolation, and makes the figure incomplete.
     """
     idx = np.asarray(name_idx, dtype=np.int64)
     s = np.asarray(starts, dtype=np.float64)
     e = np.asarray(ends, dtype=np.float64)
+    resolution = max(period or 0.0, series.resolution() or 0.0) or None
     boundaries = np.concatenate([s, e, [t0, t1]])
     queries, inverse = np.unique(boundaries, return_inverse=True)
-    de = device_energy_at(series, queries, boundaries, estimated, power_window_s)
-    at = de.at[inverse]
+    reach = 2.0 * (resolution or 0.1)
+    span = series.span()
+    if span is not None:
+        queries = np.clip(queries, span[0] - reach, span[1] + reach)
+    de = device_energy_at(series, queries, boundaries, estimated, power_window_s, holes)
+    at, err, timing, extra = (a[inverse] for a in (de.at, de.err, de.timing, de.extrapolated))
     k = s.size
     per = at[k:2 * k] - at[:k]
     ok = np.isfinite(per)
     energy = np.bincount(idx[ok], weights=per[ok], minlength=n_names).astype(np.float64)
+    var = np.bincount(idx[ok], weights=(err[:k] ** 2 + err[k:2 * k] ** 2)[ok], minlength=n_names)
+    if estimated:  # utilisation x TDP is a model, not a measurement: a third either way
+        var = var + (0.3 * energy) ** 2
+    stderr = np.sqrt(var)
+    extrapolated = np.bincount(idx[ok], weights=(extra[k:2 * k] - extra[:k])[ok], minlength=n_names)
     counts = np.bincount(idx, minlength=n_names)
     present = counts > 0
     methods: list[Method | None] = [de.method if present[j] else None for j in range(n_names)]
-    stderr = np.zeros(n_names)
-    durations = e - s
+    code = np.concatenate([timing[:k], timing[k:2 * k]])
+    both = np.concatenate([idx, idx])
+    located = np.bincount(both[code <= 1], minlength=n_names)
+    timed = np.bincount(both[np.isfinite(code)], minlength=n_names)
     short = np.zeros(n_names, dtype=bool)
+    short[np.unique(idx[is_short(e - s, resolution)])] = True
     complete = present.copy()
-    short[np.unique(idx[is_short(durations, period)])] = True
     if de.covered is not None:
-        tol = 2.0 * (period or 0.1)
-        outside = (s < de.covered[0] - tol) | (e > de.covered[1] + tol) | ~ok
+        outside = (s < de.covered[0] - reach) | (e > de.covered[1] + reach) | ~ok
+        outside |= np.array([any(lo < b and hi > a for lo, hi in de.holes) for a, b in zip(s, e)], dtype=bool) \
+            if de.holes else False
         complete[np.unique(idx[outside])] = False
+        total_complete = bool(t0 >= de.covered[0] - reach and t1 <= de.covered[1] + reach and not de.holes)
     else:
         complete[:] = False
+        total_complete = False
     total = float(at[-1] - at[-2])
+    total_err = float(np.hypot(err[-1], err[-2]))
+    if estimated:
+        total_err = float(np.hypot(total_err, 0.3 * total))
+    attribution = _attribute(series, idx, names, s, e, t0, t1, counts, resolution, de.method, power_window_s,
+                             energy, stderr, methods)
+    return PhaseEnergies(total_j=total, total_err_j=total_err, total_complete=total_complete, method=de.method,
+                         energy_j=energy, methods=methods, stderr_j=stderr, short=short, complete=complete,
+                         attribution=attribution, extrapolated_j=extrapolated, located=located, timed=timed,
+                         holes=de.holes, resolution_s=resolution)
 
-    attribution = None
-    mean_duration = np.bincount(idx, weights=durations, minlength=n_names) / np.maximum(counts, 1)
-    wanted = present & (counts >= MIN_REPEATS) & (period is not None) & \
-        (mean_duration < ATTRIBUTE_BELOW_PERIODS * (period or 0.0))
-    if wanted.any() and de.method in ("counter", "integrated"):
-        partition = innermost_partition([names[i] for i in idx], s, e, t0, t1)
-        # Fit only where the repeated pattern lives: time outside it is unmarked too, but spent on other work.
-        mine = wanted[idx]
-        fit = _fit(partition, series, de.method, float(s[mine].min()), float(e[mine].max()), power_window_s)
-        if fit is not None and fit.identifiable:
-            occupancy = partition.time_in(s, e)
-            by_name = np.zeros((n_names, len(partition.labels)))
-            np.add.at(by_name, idx, occupancy)
-            for j in np.nonzero(wanted)[0]:
-                energy[j], stderr[j] = fit.energy(by_name[j])
-                methods[j] = "attributed"
-            attribution = {label: float(w) for label, w in zip(fit.labels, fit.power_w)}
-    return PhaseEnergies(total_j=total, method=de.method, energy_j=energy, methods=methods, stderr_j=stderr,
-                         short=short, complete=complete, attribution=attribution)
+
+def _attribute(series: DeviceSeries, idx: NDArray[np.int64], names: list[str], s: FloatArray, e: FloatArray,
+               t0: float, t1: float, counts: NDArray[np.int64], resolution: float | None, method: Method | None,
+               power_window_s: float | None, energy: FloatArray, stderr: FloatArray,
+               methods: list[Method | None]) -> dict[str, float] | None:
+    """Replaces, in place, the figures of names too short to measure directly that repeat often enough with the
+    attribution fit's; returns the power per label, or None where no fit was made."""
+    n_names = counts.size
+    mean_duration = np.bincount(idx, weights=e - s, minlength=n_names) / np.maximum(counts, 1)
+    wanted = (counts >= MIN_REPEATS) & (resolution is not None) & \
+        (mean_duration < ATTRIBUTE_BELOW_PERIODS * (resolution or 0.0))
+    if not wanted.any() or method not in ("counter", "integrated"):
+        return None
+    partition = innermost_partition([names[i] for i in idx], s, e, t0, t1)
+    # Fit only where the repeated pattern lives: time outside it is unmarked too, but spent on other work.
+    mine = wanted[idx]
+    fit = _fit(partition, series, method, float(s[mine].min()), float(e[mine].max()), power_window_s)
+    if fit is None or not fit.identifiable:
+        return None
+    occupancy = partition.time_in(s, e)
+    by_name = np.zeros((n_names, len(partition.labels)))
+    np.add.at(by_name, idx, occupancy)
+    for j in np.nonzero(wanted)[0]:
+        energy[j], stderr[j] = fit.energy(by_name[j])
+        methods[j] = "attributed"
+    return {label: float(w) for label, w in zip(fit.labels, fit.power_w)}
 
 
 def _fit(partition: Partition, series: DeviceSeries, method: Method | None, t0: float, t1: float,
          power_window_s: float | None) -> AttributionFit | None:
     if method == "counter":
-        u, e = counter_points(series.counter_t, series.counter_j)
+        pts = series.points()
+        u, e = pts.u, pts.e
         inside = (u >= t0) & (u <= t1)
         u, e = u[inside], e[inside]
         if u.size < 3:

@@ -7,7 +7,8 @@ from typing import Literal, Protocol
 
 Kind = Literal["gpu", "cpu", "dram", "host"]
 Source = Literal["nvml", "rapl", "psutil", "estimate", "simulated"]
-CounterTiming = Literal["grid", "read"]
+# How a counter value's update instant was found: located as an edge, from the learned grid, or from read times.
+CounterTiming = Literal["edge", "grid", "read"]
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,7 @@ class Reading:
     counter_j: float | None = None  # raw cumulative counter as the hardware reports it, in joules
     counter_t: float | None = None  # the instant that counter value refers to (its update instant)
     counter_timing: CounterTiming | None = None
+    counter_err_s: float | None = None  # standard uncertainty of counter_t
     util_pct: float | None = None
     mem_util_pct: float | None = None
     mem_used_bytes: int | None = None

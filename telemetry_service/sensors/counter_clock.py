@@ -1,16 +1,27 @@
 """Locates the update instants of a cumulative energy counter that holds its value between updates.
 
-NVML's energy counter changes on a grid of its own (about every 100 ms) whose phase has nothing to do with
-when we read it. Stamping a value with its read time shifts it by up to one update period. This tracker polls
-the counter briefly and quickly around the instants where it expects an update, learns the grid (anchor and
-period) from the edges it sees, and stamps every later read with the grid point the value belongs to.
+NVML's energy counter changes on a grid of its own whose period differs between GPUs and drivers (about 100 ms
+on some, about 10 ms reported on others), whose instants jitter, and which now and then skips an update. Its
+phase has nothing to do with when we read it, so stamping a value with its read time shifts it by up to one
+period. This tracker learns the grid from the device alone: a burst of fast polls finds edges (the instants the
+value changed), their spacing gives the period (dropped updates show as multiples of it), a weighted fit gives
+the anchor and the jitter, and short polls around predicted updates keep it honest. A lock the edges disagree
+with is rejected. Every stamp says how it was found and how uncertain it is:
+
+* `edge`: the value's update was itself located by a poll (uncertainty: the poll bracket);
+* `grid`: the update instant comes from the fitted grid (uncertainty: jitter and fit error);
+* `read`: no trustworthy grid; the update lies somewhere in the last period (or since the previous read),
+  stamped at the midpoint of that window, with the uniform distribution's standard deviation.
 """
 
 from __future__ import annotations
 
+import logging
 import math
+import random
 import threading
 import time
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -18,9 +29,26 @@ import numpy as np
 
 from telemetry_service.sensors.base import CounterTiming
 
-# Edges kept for the fit: the first few for the baseline, the rest the most recent.
-MAX_EDGES = 64
-KEEP_FIRST_EDGES = 8
+log = logging.getLogger(__name__)
+
+# Edges kept for the fit: the most recent ones, so a period that drifts is followed.
+MAX_EDGES = 48
+# Edges a first burst must locate before a grid is believed.
+MIN_EDGES = 4
+# How far an edge may stray from its grid point (in periods) before the grid is called wrong.
+MAX_RESIDUAL_PERIODS = 0.3
+# Predicted updates seen missing in a row before the lock is rejected (one alone is a dropped update).
+MAX_MISSES = 2
+# Of the recently watched predictions, the share that may miss before the lock is rejected: a grid at a fraction
+# of the real period sees every other prediction missing, never two in a row.
+MAX_MISS_SHARE = 0.25
+RECENT_WATCHES = 20
+# A grid whose prediction windows would cover this share of a period cannot place anything: stamps fall back.
+MAX_WINDOW_PERIODS = 0.4
+# The longest first burst: long enough for four edges of a 200 ms counter, with some dropped.
+ACQUIRE_S = 1.5
+# Located edges remembered for `edge` stamps.
+RECENT_EDGES = 16
 
 
 @dataclass(frozen=True)
@@ -29,6 +57,11 @@ class Grid:
     period: float  # seconds between updates
     period_err: float  # standard error of `period`, seconds
     anchor_err: float = 0.0  # standard error of `anchor`, seconds
+    jitter: float = 0.0  # standard deviation of real update instants around the grid, seconds
+
+    def point_err(self, n_ahead: float) -> float:
+        """Standard uncertainty of the update instant n periods from the anchor."""
+        return math.sqrt(self.jitter ** 2 + self.anchor_err ** 2 + (n_ahead * self.period_err) ** 2)
 
 
 @dataclass(frozen=True)
@@ -37,6 +70,7 @@ class Edge:
 
     lo: float
     hi: float
+    value: float = math.nan  # the counter's value after the update
 
     @property
     def t(self) -> float:
@@ -47,90 +81,148 @@ class Edge:
         return 0.5 * (self.hi - self.lo)
 
 
+@dataclass(frozen=True)
+class Stamp:
+    t: float
+    timing: CounterTiming
+    err: float  # standard uncertainty of t, seconds
+
+
 def grid_point_at_or_before(grid: Grid, t: float) -> float:
     return grid.anchor + math.floor((t - grid.anchor) / grid.period) * grid.period
 
 
-@dataclass
-class Watch:
-    edges: list[Edge]
-    first_read: float  # when the reference read began
-    blurred: bool = False  # a change was seen only across a stall
+def estimate_period(edges: list[Edge], changes: int | None = None, span: float | None = None) -> float | None:
+    """The update period from the spacing of located edges, robust to dropped (or unseen) updates.
 
-
-@dataclass(frozen=True)
-class LastStamp:
-    value: float
-    stamp: float
-    read_start: float
-    rate: float | None = None  # counter units per second over the last change, to weigh an ambiguous read
-
-
-def stamp_read(grid: Grid | None, t_start: float, t_end: float, value: float, last: LastStamp | None,
-               nominal_period: float) -> tuple[float, CounterTiming]:
-    """The instant a counter value read during [t_start, t_end] refers to, and how it was found.
-
-    With a grid, the value belongs to the last update before the read. A busy machine can stretch the read
-    across an update (the thread waits for the interpreter lock after the call returns); then the previous
-    read decides: the same value keeps its stamp, a new value after we already hold the earlier update's
-    belongs to the later one. Without a grid, the update lies somewhere in the last min(period, time since the
-    previous read): its midpoint is the unbiased guess.
+    Gaps between neighbouring edges are whole multiples of the period, give or take jitter. The shortest ones
+    (up to 1.5 times the shortest gap) are single periods; their total over their count is the estimate. Where
+    the counter was seen to change more often than that period allows (`changes` over `span`, counted across
+    stalls too), every gap was a multiple: the period is divided down until the count fits.
     """
-    if grid is None:
-        window = nominal_period if last is None else min(nominal_period, t_end - last.read_start)
-        return t_end - 0.5 * window, "read"
-    g0 = grid_point_at_or_before(grid, t_start)
-    g1 = grid_point_at_or_before(grid, t_end)
-    if g1 - g0 < 0.5 * grid.period:
-        return g1, "grid"
-    if last is not None and value == last.value:
-        return last.stamp, "grid"
-    if last is not None and last.rate is not None and last.stamp < g0 - 0.5 * grid.period:
-        # Either update could be the one read: take the one that keeps the counter's rate steadiest.
-        gained = value - last.value
-        return min((g0, g1), key=lambda g: abs(gained - last.rate * (g - last.stamp))), "grid"  # type: ignore[operator]
-    if last is not None and last.stamp >= g0 - 0.5 * grid.period:
-        return g1, "grid"
-    return g0, "grid"
+    t = np.array([e.t for e in edges], dtype=np.float64)
+    if t.size < 2:
+        return None
+    gaps = np.diff(t)
+    gaps = gaps[gaps > 0]
+    if gaps.size == 0:
+        return None
+    single = gaps[gaps <= 1.5 * gaps.min()]
+    period = float(np.median(single))
+    multiples = np.maximum(np.round(gaps / period), 1.0)
+    fits = np.abs(gaps / multiples - period) <= 0.25 * period
+    period = float(gaps[fits].sum() / multiples[fits].sum())
+    if changes is not None and span is not None and span > 0:
+        divisor = 1
+        while changes > 1.3 * span / (period / divisor) and divisor < 8:
+            divisor += 1
+        period /= divisor
+    return period
+
+
+def index_edges(edges: list[Edge], period: float) -> list[tuple[int, Edge]]:
+    """Numbers the edges by update, from the first: gaps of several periods (dropped updates) are counted."""
+    out = [(0, edges[0])] if edges else []
+    for prev, edge in zip(edges, edges[1:]):
+        out.append((out[-1][0] + max(1, round((edge.t - prev.t) / period)), edge))
+    return out
 
 
 def fit_grid(observations: list[tuple[int, Edge]]) -> Grid | None:
     """The grid t = a + P k that best fits located edges (update index k, instant), by weighted least squares.
 
-    An edge is known to lie within its bracket, so its variance is err^2 / 3 (uniform); blurred edges seen on a
-    busy machine count, but little. Many edges over a long baseline make both the period and the phase precise.
+    An edge is known to lie within its bracket, so its variance is err^2 / 3 (uniform), plus the jitter of the
+    updates themselves, estimated from the residuals beyond what the brackets explain.
     """
     if len({k for k, _ in observations}) < 2:
         return None
     k = np.array([o[0] for o in observations], dtype=np.float64)
     t = np.array([o[1].t for o in observations], dtype=np.float64)
-    w = 3.0 / np.maximum(np.array([o[1].err for o in observations]), 1e-6) ** 2
-    k_mean = float(np.sum(w * k) / np.sum(w))
-    t_mean = float(np.sum(w * t) / np.sum(w))
-    skk = float(np.sum(w * (k - k_mean) ** 2))
-    period = float(np.sum(w * (k - k_mean) * (t - t_mean)) / skk)
+    bracket_var = np.maximum(np.array([o[1].err for o in observations]), 1e-6) ** 2 / 3.0
+    jitter_var = 0.0
+    for _ in range(2):  # weights depend on the jitter, which depends on the fit: two passes settle it
+        w = 1.0 / (bracket_var + jitter_var)
+        k_mean = float(np.sum(w * k) / np.sum(w))
+        t_mean = float(np.sum(w * t) / np.sum(w))
+        skk = float(np.sum(w * (k - k_mean) ** 2))
+        period = float(np.sum(w * (k - k_mean) * (t - t_mean)) / skk)
+        resid = t - (t_mean + period * (k - k_mean))
+        dof = max(k.size - 2, 1)
+        jitter_var = max(0.0, float(np.sum(resid ** 2)) / dof - float(np.mean(bracket_var)))
     if period <= 0:
         return None
     k_last = float(k.max())
     var_period = 1.0 / skk
     var_anchor = 1.0 / float(np.sum(w)) + (k_last - k_mean) ** 2 * var_period
     return Grid(anchor=t_mean + period * (k_last - k_mean), period=period, period_err=math.sqrt(var_period),
-                anchor_err=math.sqrt(var_anchor))
+                anchor_err=math.sqrt(var_anchor), jitter=math.sqrt(jitter_var))
 
 
-def index_edges(edges: list[Edge], nominal_period: float) -> list[tuple[int, Edge]]:
-    """Numbers the edges of one burst by update, from the first: a skipped (blurred) update leaves a gap."""
-    return [(round((e.t - edges[0].t) / nominal_period), e) for e in edges]
+def grid_disagrees(grid: Grid, observations: list[tuple[int, Edge]]) -> str | None:
+    """Why the located edges reject this grid, or None when they agree with it."""
+    worst = max(abs(e.t - (grid.anchor + (k - observations[-1][0]) * grid.period)) for k, e in observations)
+    if worst > MAX_RESIDUAL_PERIODS * grid.period:
+        return f"an edge lies {worst * 1e3:.1f} ms from its grid point (period {grid.period * 1e3:.2f} ms)"
+    if 3.0 * grid.jitter > MAX_WINDOW_PERIODS * grid.period:
+        return f"update instants jitter by {grid.jitter * 1e3:.1f} ms, too much for a {grid.period * 1e3:.2f} ms grid"
+    return None
+
+
+@dataclass(frozen=True)
+class LastStamp:
+    value: float
+    stamp: Stamp
+    read_start: float
+    rate: float | None = None  # counter units per second over the last change, to weigh an ambiguous read
+
+
+def stamp_read(grid: Grid | None, t_start: float, t_end: float, value: float, last: LastStamp | None,
+               period: float | None) -> Stamp:
+    """The instant a counter value read during [t_start, t_end] refers to, how it was found, and how well.
+
+    A value seen before keeps its stamp (an update that was dropped or is late changes nothing). With a grid,
+    a new value belongs to the last update before the read; a read stretched across an update (a busy machine)
+    is resolved by the previous value and the counter's rate. Without a grid, the update lies somewhere in the
+    last period, or since the previous read if that is shorter: its midpoint is the unbiased guess.
+    """
+    if last is not None and value == last.value:
+        return last.stamp
+    if grid is None:
+        since = None if last is None else t_end - last.read_start
+        window = min(w for w in (period, since, 1.0) if w is not None)
+        return Stamp(t_end - 0.5 * window, "read", window / math.sqrt(12.0))
+    g0 = grid_point_at_or_before(grid, t_start)
+    g1 = grid_point_at_or_before(grid, t_end)
+    t = g1
+    if g1 - g0 >= 0.5 * grid.period:
+        if last is None:
+            t = g0
+        elif last.rate is not None and last.stamp.t < g0 - 0.5 * grid.period:
+            # Either update could be the one read: take the one that keeps the counter's rate steadiest.
+            gained = value - last.value
+            rate = last.rate
+            t = min((g0, g1), key=lambda g: abs(gained - rate * (g - last.stamp.t)))
+        elif last.stamp.t < g0 - 0.5 * grid.period:
+            t = g0
+    return Stamp(t, "grid", grid.point_err((t - grid.anchor) / grid.period))
+
+
+@dataclass
+class Watch:
+    edges: list[Edge]
+    first_read: float  # when the reference read began
+    changes: int = 0  # changes seen, sharp or not
+    blurred: bool = False  # a change was seen only across a stall
 
 
 class CounterClock:
     """Tracks one counter's update grid from a background thread; `stamp` is called by the sampler."""
 
-    def __init__(self, read: Callable[[], float], nominal_period: float = 0.1, poll: float = 0.001,
-                 max_refine_every: float = 20.0, now: Callable[[], float] = time.time,
+    def __init__(self, read: Callable[[], float], name: str = "counter", poll: float = 0.001,
+                 max_refine_every: float = 5.0, now: Callable[[], float] = time.time,
                  sleep: Callable[[float], None] = time.sleep) -> None:
         self._read = read
-        self.nominal_period = nominal_period
+        self.name = name
         self.poll = poll
         # An edge seen through a stall (the thread descheduled between two polls) is blurred. We start strict and
         # relax when a busy machine lets no sharp edge through: a blurred lock beats none.
@@ -140,36 +232,68 @@ class CounterClock:
         self._now = now
         self._sleep = sleep
         self.grid: Grid | None = None
+        self.period: float | None = None  # learned from edges, with or without a usable grid
+        self.state: CounterTiming = "read"
         self._obs: list[tuple[int, Edge]] = []
+        self._recent: OrderedDict[float, Edge] = OrderedDict()
+        self._misses = 0
+        self._outcomes: deque[bool] = deque(maxlen=RECENT_WATCHES)  # True where a watched prediction was missed
         self.lost_locks = 0
+        self.dropped_updates = 0
         self._last: LastStamp | None = None
+        self._dither = random.Random(name)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     # --- what the sampler uses -------------------------------------------------------------------------
-    def stamp(self, t_start: float, t_end: float, value: float) -> tuple[float, CounterTiming]:
+    def stamp(self, t_start: float, t_end: float, value: float) -> Stamp:
         """Stamps a value the sampler read during [t_start, t_end]."""
         last = self._last
-        t, how = stamp_read(self.grid, t_start, t_end, value, last, self.nominal_period)
+        located = self._recent.get(value)
+        if located is not None and (last is None or value != last.value):
+            stamp = Stamp(located.t, "edge", located.err / math.sqrt(3.0))
+        else:
+            stamp = stamp_read(self.grid, t_start, t_end, value, last, self.period)
         rate = last.rate if last is not None else None
-        if last is not None and value > last.value and t > last.stamp:
-            rate = (value - last.value) / (t - last.stamp)
-        self._last = LastStamp(value=value, stamp=t, read_start=t_start, rate=rate)
-        return t, how
+        if last is not None and value > last.value and stamp.t > last.stamp.t:
+            rate = (value - last.value) / (stamp.t - last.stamp.t)
+        self._last = LastStamp(value=value, stamp=stamp, read_start=t_start, rate=rate)
+        return stamp
 
     def wait_clear_of_update(self, guard: float = 0.003) -> None:
-        """Sleeps out the stretch around a predicted update (wider where the grid is uncertain), so the read
-        that follows falls unambiguously on one side of it."""
+        """Sleeps out the stretch around a predicted update (wider where the grid is uncertain or jitters), so
+        the read that follows falls unambiguously on one side of it."""
         grid = self.grid
         if grid is None:
             return
-        guard = max(guard, 3.0 * grid.anchor_err)
         now = self._now()
         last = grid_point_at_or_before(grid, now)
+        guard = max(guard, 3.0 * grid.point_err((last - grid.anchor) / grid.period))
         if now - last < guard:
             self._sleep(last + guard - now)
         elif last + grid.period - now < guard:
             self._sleep(last + grid.period + guard - now)
+
+    # --- state -------------------------------------------------------------------------------------------
+    def _set_grid(self, grid: Grid | None, why: str) -> None:
+        state: CounterTiming = "grid" if grid is not None else "read"
+        if state != self.state:
+            if grid is not None:
+                log.info("%s: counter timing locked (%s): period %.3f ms, jitter %.2f ms", self.name, why,
+                         grid.period * 1e3, grid.jitter * 1e3)
+            else:
+                log.warning("%s: counter timing lost (%s); update instants now estimated from read times",
+                            self.name, why)
+        self.state = state
+        self.grid = grid
+        if grid is not None:
+            self.period = grid.period
+
+    def _remember(self, edges: list[Edge]) -> None:
+        for e in edges:
+            self._recent[e.value] = e
+        while len(self._recent) > RECENT_EDGES:
+            self._recent.popitem(last=False)
 
     # --- locating edges ----------------------------------------------------------------------------------
     def _watch(self, until: float, max_edges: int) -> Watch:
@@ -184,7 +308,8 @@ class CounterClock:
             value = self._read()
             t_end = self._now()
             if value != last:
-                edge = Edge(lo=last_start, hi=t_end)
+                watch.changes += 1
+                edge = Edge(lo=last_start, hi=t_end, value=value)
                 if edge.err > self.max_edge_err:
                     watch.blurred = True
                     if max_edges == 1:
@@ -193,33 +318,48 @@ class CounterClock:
                     watch.edges.append(edge)
                 last = value
             last_start = t_start
-            self._sleep(self.poll)
+            # Dithered: a fixed poll spacing can fall in step with the counter's period, which biases where the
+            # edges seem to lie in their brackets the same way each time, and so the period.
+            self._sleep(self.poll * self._dither.uniform(0.5, 1.5))
         if not watch.edges and not watch.blurred and self._read() != last:
             watch.blurred = True  # it changed while we were stalled past the end: seen, but not where
         return watch
 
     def acquire(self) -> bool:
-        """Locks onto the grid with one burst that spans a little over three nominal periods."""
-        edges = self._watch(self._now() + 3.2 * self.nominal_period, max_edges=3).edges
-        obs = index_edges(edges, self.nominal_period) if edges else []
+        """Learns the period and locks onto the grid with one burst of fast polls (at most ACQUIRE_S)."""
+        start = self._now()
+        watch = self._watch(start + ACQUIRE_S, max_edges=2 * MIN_EDGES)
+        self._remember(watch.edges)
+        period = estimate_period(watch.edges, watch.changes, self._now() - start)
+        if period is not None:
+            self.period = period
+        if period is None or len(watch.edges) < MIN_EDGES:
+            self.max_edge_err = min(2.0 * self.max_edge_err, 0.25 * (self.period or ACQUIRE_S))
+            self._set_grid(None, f"{len(watch.edges)} clear edges in {ACQUIRE_S:g} s")
+            return False
+        obs = index_edges(watch.edges, period)
         grid = fit_grid(obs)
-        if grid is None:
-            self.grid = None
-            self.max_edge_err = min(2.0 * self.max_edge_err, 0.25 * self.nominal_period)
+        why = "the edges fit no grid" if grid is None else grid_disagrees(grid, obs)
+        if grid is None or why is not None:
+            self._set_grid(None, why or "no fit")
             return False
         self._obs = obs
-        self.grid = grid
+        self._misses = 0
+        self._outcomes.clear()
+        self._set_grid(grid, f"{len(obs)} edges")
         return True
 
     def _window(self, grid: Grid, n_ahead: int) -> float:
-        """How far from the prediction n updates ahead an edge may fall (three standard errors, at least a few polls)."""
-        return max(4 * self.poll, 3.0 * (grid.anchor_err + n_ahead * grid.period_err))
+        """How far from the prediction n updates ahead an edge may fall: three standard uncertainties of the
+        update instant (jitter included), plus a poll, at least two polls."""
+        return max(2 * self.poll, 3.0 * grid.point_err(n_ahead) + self.poll)
 
     def refine_once(self) -> bool:
         """Watches the next predicted update and folds it into the grid; False when the lock was lost.
 
         A thread that wakes too late to see the counter before the predicted update (a busy machine) has
-        learnt nothing and tries again later; only a fully watched window without the update drops the lock.
+        learnt nothing and tries again later. A fully watched window without the update is a dropped update
+        once; twice in a row, the grid is wrong and is rejected.
         """
         grid = self.grid
         if grid is None:
@@ -228,48 +368,70 @@ class CounterClock:
         n_ahead = max(1, math.ceil((now - grid.anchor) / grid.period) + 1)
         predicted = grid.anchor + n_ahead * grid.period
         window = self._window(grid, n_ahead)
-        if window > 0.4 * grid.period:
+        if window > MAX_WINDOW_PERIODS * grid.period:
             return self.acquire()
         self._sleep(max(0.0, predicted - window - self._now()))
         watch = self._watch(predicted + window, max_edges=1)
         if watch.first_read > predicted - 0.5 * window or watch.blurred:
             return True  # woke too late, or stalled across the update: nothing learnt, nothing contradicted
-        if not watch.edges or abs(watch.edges[0].t - predicted) > window:
+        missed = not watch.edges or abs(watch.edges[0].t - predicted) > window
+        self._outcomes.append(missed)
+        share = sum(self._outcomes) / len(self._outcomes)
+        if missed:
+            self._misses += 1
+            if self._misses < MAX_MISSES and (len(self._outcomes) < RECENT_WATCHES or share <= MAX_MISS_SHARE):
+                self.dropped_updates += 1
+                return True
             self.lost_locks += 1
+            self._set_grid(None, f"{self._misses} predicted update(s) in a row not seen, {share:.0%} of the last "
+                                 f"{len(self._outcomes)}")
             return self.acquire()
-        k_last = self._obs[-1][0] if self._obs else 0
-        n = round((watch.edges[0].t - grid.anchor) / grid.period)
-        self._obs.append((k_last + n, watch.edges[0]))
-        if len(self._obs) > MAX_EDGES:
-            del self._obs[KEEP_FIRST_EDGES]  # the first edges hold the long baseline, the last ones the present
-        self.grid = fit_grid(self._obs) or grid
-        if watch.edges[0].err <= self.sharp_edge_err:
+        self._misses = 0
+        edge = watch.edges[0]
+        self._remember([edge])
+        self._obs.append((self._obs[-1][0] + round((edge.t - self._obs[-1][1].t) / grid.period), edge))
+        del self._obs[:-MAX_EDGES]
+        refit = fit_grid(self._obs)
+        why = "no fit" if refit is None else grid_disagrees(refit, self._obs)
+        if refit is None or why is not None:
+            self.lost_locks += 1
+            self._set_grid(None, why or "no fit")
+            return self.acquire()
+        self._set_grid(refit, "refined")
+        if edge.err <= self.sharp_edge_err:
             self.max_edge_err = self.sharp_edge_err
         return True
 
     def next_refine_delay(self) -> float:
-        """Refine again before the accumulated period error would push an edge out of a few-poll window."""
+        """Refine again before the accumulated period error would widen the window much past the jitter; at
+        once after a missed update, to tell a dropped update from a wrong grid."""
         grid = self.grid
         if grid is None:
-            return self.nominal_period
+            return self.period or 0.1
+        if self._misses:
+            return 0.0
         if grid.period_err <= 0:
             return self.max_refine_every
-        # Periods ahead before the window would outgrow a few polls, then half of that for safety.
-        spare = max(0.0, (4 * self.poll) / 3.0 - grid.anchor_err)
+        spare = max(2 * self.poll, 3.0 * grid.jitter) / 3.0
         safe_periods = spare / grid.period_err
         return min(self.max_refine_every, max(grid.period, 0.5 * safe_periods * grid.period))
 
     # --- background thread -------------------------------------------------------------------------------
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="counter-clock", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=f"counter-clock-{self.name}", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
+        failures = 0
         while not self._stop.is_set():
             try:
                 self.refine_once()
-            except Exception:  # the counter can vanish with the GPU; the sampler reports that, we just retry
-                self.grid = None
+                failures = 0
+            except Exception as exc:  # the counter can vanish with the GPU: say so, fall back, retry
+                failures += 1
+                if failures == 1:
+                    log.warning("%s: counter unreadable for timing (%s)", self.name, exc)
+                self._set_grid(None, f"read failed: {exc}")
             self._stop.wait(self.next_refine_delay())
 
     def stop(self) -> None:

@@ -18,8 +18,6 @@ from telemetry_service.sensors.counter_clock import CounterClock
 
 log = logging.getLogger(__name__)
 
-# The hardware energy counter updates about every 100 ms (Volta and newer).
-COUNTER_PERIOD_S = 0.1
 # nvmlDeviceGetPowerUsage is a 1 s moving average on Ampere-and-newer (except A100); instant power is better.
 POWER_AVERAGE_S = 1.0
 # The power limit and the process list change rarely, and listing processes is one of NVML's slower calls.
@@ -41,14 +39,16 @@ class _Gpu:
         self.has_instant = self._instant_power_w() is not None
         self.clock: CounterClock | None = None
         if self.has_counter and track_counter:
-            self.clock = CounterClock(self._counter_mj, nominal_period=COUNTER_PERIOD_S)
+            self.clock = CounterClock(self._counter_mj, name=f"{key_prefix}{index}")
         self._slow_read_at = 0.0
+        self._instant_failing = False
         self._power_limit_w: float | None = None
         self._processes: dict[int, int] = {}
         self.info = DeviceInfo(
             key=f"{key_prefix}{index}", kind="gpu", source=source, energy_counter=self.has_counter, name=self.name,
             index=index, uuid=self.uuid,
-            update_period_s=COUNTER_PERIOD_S if self.has_counter else (None if self.has_instant else POWER_AVERAGE_S),
+            # The counter's period is learned from the device as it runs (see CounterClock), never assumed.
+            update_period_s=None if self.has_counter or self.has_instant else POWER_AVERAGE_S,
             power_window_s=None if self.has_instant else self._usage_window(),
         )
 
@@ -101,13 +101,21 @@ class _Gpu:
             t1 = time.time()
             reading.counter_j = mj / 1000.0
             if self.clock is not None:
-                reading.counter_t, reading.counter_timing = self.clock.stamp(t0, t1, mj)
+                stamp = self.clock.stamp(t0, t1, mj)
+                reading.counter_t, reading.counter_timing, reading.counter_err_s = stamp.t, stamp.timing, stamp.err
             else:
                 reading.counter_t, reading.counter_timing = 0.5 * (t0 + t1), "read"
         # Power gets its own instant: on a busy host the two calls can be milliseconds apart.
         t0 = time.time()
-        power = self._instant_power_w() if self.has_instant else None
-        if power is None:
+        if self.has_instant:
+            # A device whose power is stored as instant must never get a moving average in its place: a failed
+            # read leaves a hole (the counter still has the energy), and the change is logged.
+            power = self._instant_power_w()
+            if (power is None) != self._instant_failing:
+                self._instant_failing = power is None
+                log.warning("%s: instant power %s", self.info.key,
+                            "unreadable; power left out until it returns" if power is None else "readable again")
+        else:
             power = nvml.nvmlDeviceGetPowerUsage(h) / 1000.0
         reading.t = 0.5 * (t0 + time.time())
         reading.power_w = power

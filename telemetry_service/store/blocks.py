@@ -1,4 +1,4 @@
-"""A columnar copy of the four columns the energy math reads, one block per device and minute.
+"""A columnar copy of the columns the energy math reads, one block per device and minute.
 
 The energy of a long run needs every sample of its devices; fetching a million rows one by one through SQL
 takes seconds, reading ~1 700 minute blocks of packed float64 takes milliseconds. Blocks are derived data:
@@ -12,7 +12,7 @@ import math
 import time
 
 import numpy as np
-from sqlalchemy import delete, insert, select
+from sqlalchemy import case, delete, insert, select, update
 from sqlalchemy.orm import Session
 
 from telemetry_service.energy import DeviceSeries
@@ -24,21 +24,26 @@ BLOCK_S = 60.0
 SETTLE_S = 30.0
 # One indexing pass builds at most this much history per device, so a big backfill never holds the writer long.
 MAX_PASS_S = 3600.0
-COLUMNS = (Sample.t, Sample.power_w, Sample.energy_t, Sample.energy_j)
+# The timing state travels as a number so a block stays one float64 array.
+TIMING_CODES = {"edge": 0.0, "grid": 1.0, "read": 2.0}
+_TIMING = case(*((Sample.timing == name, code) for name, code in TIMING_CODES.items()), else_=None)
+COLUMNS = (Sample.t, Sample.power_w, Sample.energy_t, Sample.energy_j, Sample.stamp_err_s, _TIMING)
+WIDTH = len(COLUMNS)
 
 
 def _fetch(session: Session, device_pk: int, lo: float, hi: float, include_hi: bool = False) -> np.ndarray:
-    """The four columns of a device's samples with lo <= t < hi (or <= hi), in time order; NaN for none."""
+    """The block columns of a device's samples with lo <= t < hi (or <= hi), in time order; NaN for none."""
     upper = Sample.t <= hi if include_hi else Sample.t < hi
     rows = fetch_tuples(session, select(*COLUMNS).where(Sample.device_id == int(device_pk), Sample.t >= float(lo),
                                                         upper).order_by(Sample.t))
-    return np.array(rows, dtype=np.float64) if rows else np.empty((0, 4))
+    return np.array(rows, dtype=np.float64) if rows else np.empty((0, WIDTH))
 
 
 def _series(a: np.ndarray) -> DeviceSeries:
     has_power = np.isfinite(a[:, 1])
     has_counter = np.isfinite(a[:, 2]) & np.isfinite(a[:, 3])
-    return DeviceSeries(a[has_power, 0], a[has_power, 1], a[has_counter, 2], a[has_counter, 3])
+    return DeviceSeries(a[has_power, 0], a[has_power, 1], a[has_counter, 2], a[has_counter, 3],
+                        a[has_counter, 4], a[has_counter, 5])
 
 
 def index_device(session: Session, device_pk: int, now: float | None = None) -> int:
@@ -92,7 +97,7 @@ def repack(session: Session, device_pk: int, lo: float, hi: float) -> None:
 
 
 def _pack(device_pk: int, a: np.ndarray) -> list[dict[str, object]]:
-    """Rows of (t, power, energy_t, energy_j), cut into one block per minute."""
+    """Block rows (see COLUMNS), cut into one block per minute."""
     if not a.size:
         return []
     minute = np.floor(a[:, 0] / BLOCK_S) * BLOCK_S
@@ -115,9 +120,20 @@ def load_series(session: Session, device_pk: int, t0: float, t1: float) -> Devic
             SampleBlock.device_id == device_pk, SampleBlock.start < min(t1, w), SampleBlock.end > t0)
             .order_by(SampleBlock.start)).scalars().all()
         if blobs:
-            a = np.frombuffer(b"".join(blobs), dtype="<f8").reshape(-1, 4)
+            a = np.frombuffer(b"".join(blobs), dtype="<f8").reshape(-1, WIDTH)
             parts.append(a[(a[:, 0] >= t0) & (a[:, 0] <= t1)])
     if t1 >= w:
         parts.append(_fetch(session, device_pk, max(t0, w), t1, include_hi=True))
-    a = np.concatenate(parts) if parts else np.empty((0, 4))
+    a = np.concatenate(parts) if parts else np.empty((0, WIDTH))
     return _series(a)
+
+
+def reopen_before(session: Session, earliest: dict[int, float]) -> None:
+    """Rows written for instants a device's blocks already cover (a sampler that fell behind, a batch retried
+    after a failed write) would be missed by queries: the watermark goes back to the minute of the earliest one,
+    so queries read those minutes raw until the indexer packs them again."""
+    for device_pk, t in earliest.items():
+        minute = math.floor(t / BLOCK_S) * BLOCK_S
+        session.execute(update(BlockWatermark).where(BlockWatermark.device_id == device_pk,
+                                                     BlockWatermark.indexed_until > minute)
+                        .values(indexed_until=minute))

@@ -104,7 +104,8 @@ class Sample(Base):
     energy_j: Mapped[float | None] = mapped_column(Float)  # cumulative since the device entered the ledger
     energy_t: Mapped[float | None] = mapped_column(Float)  # the counter update instant that value belongs to
     counter_raw_j: Mapped[float | None] = mapped_column(Float)  # what the hardware said, for audits and resets
-    timing: Mapped[str | None] = mapped_column(String(8))  # grid | read: how energy_t was found
+    timing: Mapped[str | None] = mapped_column(String(8))  # edge | grid | read: how energy_t was found
+    stamp_err_s: Mapped[float | None] = mapped_column(Float)  # standard uncertainty of energy_t
     util_pct: Mapped[float | None] = mapped_column(Float)
     mem_util_pct: Mapped[float | None] = mapped_column(Float)
     mem_used_bytes: Mapped[int | None] = mapped_column(BigInteger)
@@ -141,7 +142,8 @@ class SamplerSession(Base):
 
 
 class SampleBlock(Base):
-    """A minute of one device's samples, packed: float64 rows of (t, power_w, energy_t, energy_j), NaN for none."""
+    """A minute of one device's samples, packed: float64 rows of (t, power_w, energy_t, energy_j,
+    stamp_err_s, timing code: 0 edge, 1 grid, 2 read), NaN for none."""
 
     __tablename__ = "sample_blocks"
     __table_args__ = (UniqueConstraint("device_id", "start"),)
