@@ -19,7 +19,7 @@ from telemetry_service.energy import (
     power_curve,
     unwrap_counter,
 )
-from telemetry_service.sensors.simulated_nvml import StepTrace
+from telemetry_service.sensors.simulated import StepTrace
 
 
 def test_constant_power_integrates_exactly():
