@@ -209,3 +209,17 @@ def test_a_replayed_gpu_reads_through_the_binding() -> None:
     assert nvml.nvmlDeviceGetArchitecture(h) == 9
     assert nvml.nvmlDeviceGetTotalEnergyConsumption(h) >= 5_000_000
     assert field(nvml).value.uiVal == 300_000
+
+
+def test_serve_takes_a_profile_for_its_simulated_gpus(tmp_path: Path) -> None:
+    from telemetry_service.cli import _parser, settings_from
+    from telemetry_service.sensors.discover import discover
+
+    settings = settings_from(_parser().parse_args(["serve", "--simulate-gpus", "2", "--simulate-profile", "drops-100ms"]))
+    found = discover(settings.cpu_tdp_w, tmp_path, settings.simulate_gpus, None, settings.simulate_profile)
+    try:
+        sim = next(s for s in found.sensors if getattr(s, "source", None) == "simulated")
+        assert [g.profile.name for g in sim.nvml.gpus] == ["drops-100ms"] * 2  # type: ignore[attr-defined]
+        assert {g.info.source for g in sim.gpus} == {"simulated"}  # type: ignore[attr-defined]
+    finally:
+        found.close()

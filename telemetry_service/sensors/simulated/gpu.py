@@ -127,8 +127,10 @@ class SimulatedGpu:
 
     def _sensed(self, x: float) -> float:
         """Sensed cumulative energy (J) at x, in the trace's frame."""
+        if self.profile.observed == 1.0:
+            return self.trace.cumulative(x)
         j = self.grid.last_index(x)
-        if self.profile.observed == 1.0 or j < self._base:
+        if j < self._base:
             return self.trace.cumulative(x)
         uj = self.grid.instant(j)
         if x == uj:

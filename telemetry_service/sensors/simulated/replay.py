@@ -11,7 +11,7 @@ from __future__ import annotations
 import gzip
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +52,6 @@ class ReplayGpu:
     failures: tuple[tuple[float, float], ...] = ()
     memory_total: int = 80 * 2**30
     power_limit_w: float = 700.0
-    _t0: np.ndarray = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self._t0 = np.asarray(self.reads["t0"], dtype=np.float64)
