@@ -215,7 +215,8 @@ def test_serve_takes_a_profile_for_its_simulated_gpus(tmp_path: Path) -> None:
     from telemetry_service.cli import _parser, settings_from
     from telemetry_service.sensors.discover import discover
 
-    settings = settings_from(_parser().parse_args(["serve", "--simulate-gpus", "2", "--simulate-profile", "drops-100ms"]))
+    args = _parser().parse_args(["serve", "--simulate-gpus", "2", "--simulate-profile", "drops-100ms"])
+    settings = settings_from(args)
     found = discover(settings.cpu_tdp_w, tmp_path, settings.simulate_gpus, None, settings.simulate_profile)
     try:
         sim = next(s for s in found.sensors if getattr(s, "source", None) == "simulated")
