@@ -3,7 +3,7 @@
     .venv/bin/python bench/accuracy.py            # the full run, about 10 minutes
     .venv/bin/python bench/accuracy.py --quick    # about 3 minutes, fewer repetitions, phases up to 1 s
 
-One `BenchNvml` instance holds four fake GPUs playing the same power trace (the same workload on four GPUs
+One `SimulatedNvml` instance holds four fake GPUs playing the same power trace (the same workload on four GPUs
 with different sensors): with and without the energy counter (counter on its own ~100 ms grid, random phase),
 power reported instant or as a 1 s moving average. The `pynvml` module's functions point at that instance, so
 Zeus and CodeCarbon read those GPUs; our daemon runs in this process on the same instance and is asked through
@@ -44,17 +44,17 @@ import httpx  # noqa: E402
 import numpy as np  # noqa: E402
 
 import harness  # noqa: E402
-from sim_binding import BenchNvml, LiveTrace, install, publish  # noqa: E402
-from telemetry_service.sensors.simulated_nvml import SimulatedGpu  # noqa: E402
+from sim_binding import install, publish  # noqa: E402
+from telemetry_service.sensors.simulated import PROFILES, LiveTrace, SimulatedGpu, SimulatedNvml  # noqa: E402
 
 NODE = "bench"
 IDLE_W = 60.0
 # Which sensor each fake GPU has. Zeus probes GPU 0 only and assumes every GPU is alike (see RESULTS.md).
 VARIANTS = (
-    {"key": "counter+instant", "counter": True, "power": "instant"},
-    {"key": "counter+average", "counter": True, "power": "average"},
-    {"key": "none+instant", "counter": False, "power": "instant"},
-    {"key": "none+average", "counter": False, "power": "average"},
+    {"key": "counter+instant", "profile": "ideal-100ms"},
+    {"key": "counter+average", "profile": "average-power"},
+    {"key": "none+instant", "profile": "no-counter"},
+    {"key": "none+average", "profile": "no-counter-average"},
 )
 # (length s, repetitions of each phase name) full / quick
 LENGTHS_FULL = ((0.02, 1000), (0.05, 150), (0.2, 40), (1.0, 8), (5.0, 2))
@@ -497,9 +497,10 @@ def main() -> int:
     trace = LiveTrace([el.pieces for el in elements], before_w=IDLE_W)
     trace.mark(0)
     loaded = time.time() - 3600.0
-    gpus = [SimulatedGpu(trace=trace, name="Simulated H100", counter=v["counter"], power_mode=v["power"],  # type: ignore[arg-type]
-                         counter_phase_s=rng.uniform(0.0, 0.1), driver_loaded_at=loaded) for v in VARIANTS]
-    nvml = BenchNvml(gpus)
+    gpus = [SimulatedGpu(trace=trace, profile=PROFILES[v["profile"]], index=i, name="Simulated H100",
+                         grid_anchor=loaded + rng.uniform(0.0, 0.1), driver_loaded_at=loaded)
+            for i, v in enumerate(VARIANTS)]
+    nvml = SimulatedNvml(gpus)
     install(nvml)
     work = Path(tempfile.mkdtemp(prefix="joulemeter-bench-"))
     publish(trace, gpus, work / "gpus.json")
@@ -569,7 +570,7 @@ def main() -> int:
                    "noise": {"piece_s": NOISE_S, "sd": NOISE_SD},
                    "seed": args.seed, "daemon_interval_s": 0.1, "switch_interval_s": 0.0005,
                    "zeus": zeus.settings if zeus else None, "codecarbon": cc.settings if cc else None,
-                   "counter_phase_s": [g.counter_phase_s for g in gpus]},
+                   "counter_grid_anchor": [g.grid_anchor for g in gpus]},
         "rows": rows, "lateness": driven["lateness"], "schedule_shift_s": driven["schedule_shift_s"],
         "zeus_end_window_s": zeus_costs, "zeus_poller_error": zeus.poller_error if zeus else None, "sampler": health["sampler"], "counter_lost_locks": lost_locks,
         "energy_query_s": latency, "errors": {"poster": poster.errors, "peers": peer_errors},

@@ -35,7 +35,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import harness  # noqa: E402
 from telemetry_service.report import MARGIN_S, run_devices, run_energy  # noqa: E402
-from telemetry_service.sensors.simulated_nvml import TRAINING_PATTERN  # noqa: E402
+from telemetry_service.sensors.simulated import TRAINING_PATTERN  # noqa: E402
 from telemetry_service.store.db import open_ledger  # noqa: E402
 from telemetry_service.store.models import Device, Node, Phase, Run, RunMember, Sample  # noqa: E402
 

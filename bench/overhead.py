@@ -7,7 +7,8 @@
    - our client, `with tc.phase(...)`, with the daemon up (a real daemon process on loopback) and down;
    - a ZeusMonitor window (`begin_window` + `end_window`) on a fake GPU with an energy counter;
    - a CodeCarbon task (`start_task` + `stop_task`), offline, on the same fake GPU.
-   Zeus and CodeCarbon read the simulated NVML binding of `sim_binding.py` in this process. Zeus is called
+   Zeus and CodeCarbon read the simulated NVML binding (`telemetry_service.sensors.simulated`), put behind
+   the `pynvml` module by `sim_binding.py`, in this process. Zeus is called
    with `sync_execution=False` (there is no CUDA here; with a GPU each tool, ours included, synchronises).
 2. Training-step slowdown: a small MLP trained on the CPU (one intra-op thread), each step split into
    forward / backward / optimizer_step phases, with no telemetry, with our client, with Zeus windows and with
@@ -36,8 +37,8 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import harness  # noqa: E402
-from sim_binding import BenchNvml, install  # noqa: E402
-from telemetry_service.sensors.simulated_nvml import TRAINING_PATTERN, SimulatedGpu, StepTrace  # noqa: E402
+from sim_binding import install  # noqa: E402
+from telemetry_service.sensors.simulated import TRAINING_PATTERN, SimulatedGpu, SimulatedNvml, StepTrace  # noqa: E402
 
 PhaseFn = Callable[[str, int], contextlib.AbstractContextManager[Any]]
 
@@ -75,7 +76,7 @@ def our_client(url: str) -> Iterator[PhaseFn | None]:
 
 def fake_gpu() -> None:
     """One simulated GPU with an energy counter and instant power, behind the `pynvml` module."""
-    install(BenchNvml([SimulatedGpu(trace=StepTrace(steps=TRAINING_PATTERN), name="Simulated H100")]))
+    install(SimulatedNvml([SimulatedGpu(trace=StepTrace(steps=TRAINING_PATTERN), name="Simulated H100")]))
 
 
 @contextlib.contextmanager

@@ -40,7 +40,11 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--simulate-gpus", type=int, metavar="N",
                        help="add N simulated GPUs (demos without a GPU; labelled 'simulated' everywhere)")
     serve.add_argument("--simulate-trace", type=Path, metavar="FILE",
-                       help="JSON description of simulated GPUs and the power traces they play")
+                       help="JSON description of simulated GPUs and the power traces they play, or a recording "
+                            "to replay")
+    serve.add_argument("--simulate-profile", metavar="NAME",
+                       help="how simulated GPUs' sensors behave (e.g. jitter-100ms, part-time-100ms; default "
+                            "ideal-100ms; the list is in telemetry_service/sensors/simulated/profiles.py)")
     serve.add_argument("--cpu-tdp-w", type=float, help="CPU TDP for the estimate used where RAPL is unreadable")
     serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     serve.add_argument("--token", help="bearer token clients must send; required to listen on a non-loopback "

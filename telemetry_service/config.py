@@ -32,6 +32,7 @@ class Settings(BaseSettings):
     node: str = Field(default_factory=socket.gethostname)
     simulate_gpus: int = Field(0, ge=0, le=1024)
     simulate_trace: Path | None = None
+    simulate_profile: str | None = Field(None, description="sensor profile of simulated GPUs (see sensors/simulated)")
     cpu_tdp_w: float = Field(65.0, gt=0.0, description="TDP used by the CPU estimate where RAPL is unreadable")
     rapl_root: Path = Path("/sys/class/powercap")
     flush_interval: float = Field(0.5, gt=0.0, le=10.0, description="longest a sample waits before it is written")
@@ -46,6 +47,15 @@ class Settings(BaseSettings):
     # Downsampling of old samples (see retention.py): "AGE:BUCKET,..." or "off".
     retention: str = "1d:1s,7d:1m,90d:15m"
     retention_every_s: float = Field(300.0, gt=0.0, description="how often the retention pass looks for work")
+
+    @field_validator("simulate_profile")
+    @classmethod
+    def _known_profile(cls, value: str | None) -> str | None:
+        from telemetry_service.sensors.simulated.profiles import profile
+
+        if value is not None:
+            profile(value)  # raises ValueError naming the known ones
+        return value
 
     @field_validator("cors_origin", mode="before")
     @classmethod

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from telemetry_service.sensors.simulated_nvml import StepTrace
+from telemetry_service.sensors.simulated import StepTrace
 
 STEPS = ((1.0, 100.0), (1.0, 300.0))
 

@@ -17,7 +17,7 @@ from telemetry_service.energy import (
     overlaps,
     power_curve,
 )
-from telemetry_service.sensors.simulated_nvml import StepTrace
+from telemetry_service.sensors.simulated import StepTrace
 
 
 def test_constant_power_integrates_exactly():

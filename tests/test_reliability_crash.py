@@ -28,24 +28,6 @@ TRACE = {"gpus": [
     {"trace": {"steps": [[1.0, COUNTER_W]]}, "counter_phase_s": 0.03, "driver_loaded_at": DRIVER_LOADED_AT},
     {"trace": {"steps": [[1.0, POWER_ONLY_W]]}, "counter": False},
 ]}
-# Runs the daemon with the simulated driver's load instant taken from the trace file.
-LAUNCHER = ["-c", "import sys; from tests.test_reliability_crash import main; sys.exit(main())"]
-
-
-def main() -> int:
-    from telemetry_service.cli import main as cli_main
-    from telemetry_service.sensors import simulated_nvml
-
-    plain = simulated_nvml._gpu_from_spec
-
-    def with_driver_clock(spec: dict[str, Any], index: int) -> simulated_nvml.SimulatedGpu:
-        gpu = plain(spec, index)
-        if "driver_loaded_at" in spec:
-            gpu.driver_loaded_at = float(spec["driver_loaded_at"])
-        return gpu
-
-    simulated_nvml._gpu_from_spec = with_driver_clock
-    return cli_main()
 
 
 def _db_path(d: DaemonProcess) -> Path:
@@ -70,7 +52,7 @@ def _phases(c, run_id: str, name: str, n: int, t_end: float) -> list[dict[str, f
 
 
 def test_sigkill_loses_at_most_the_last_batch_and_the_run_goes_on(tmp_path):
-    d1 = DaemonProcess(tmp_path, trace=TRACE, launcher=LAUNCHER).start()
+    d1 = DaemonProcess(tmp_path, trace=TRACE).start()
     with d1.client() as c:
         run = c.post("/api/v1/runs", json={"name": "survivor", "run_id": "crash-1"}).json()
         _phases(c, "crash-1", "before", 20, time.time())
@@ -88,7 +70,7 @@ def test_sigkill_loses_at_most_the_last_batch_and_the_run_goes_on(tmp_path):
     assert life[1] is None and killed_at - life[0] <= MAX_LOSS_S  # no clean stop recorded: the hole is visible
 
     time.sleep(1.5)  # the daemon stays down a while
-    d2 = DaemonProcess(tmp_path, trace=TRACE, launcher=LAUNCHER, db=d1.db).start()
+    d2 = DaemonProcess(tmp_path, trace=TRACE, db=d1.db).start()
     restarted_at = time.time()
     try:
         with d2.client() as c:

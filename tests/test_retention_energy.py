@@ -18,7 +18,7 @@ from telemetry_service.report import run_energy
 from telemetry_service.retention import EPS_S, Retention, Tier, parse_tiers, plan_stretch
 from telemetry_service.sampler import register_node
 from telemetry_service.sensors.base import DeviceInfo
-from telemetry_service.sensors.simulated_nvml import StepTrace
+from telemetry_service.sensors.simulated import StepTrace
 from telemetry_service.store.db import open_ledger
 from telemetry_service.store.models import (DownsampledSpan, Phase, ProcessSample, Run, RunMember, Sample,
                                              SamplerSession)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from telemetry_service.sensors.rapl import RaplSensor, discover_zones
-from telemetry_service.sensors.simulated_nvml import StepTrace
+from telemetry_service.sensors.simulated import StepTrace
 
 RANGE_UJ = 60_000_000  # wraps every 1.2 s at 50 W
 

@@ -11,7 +11,7 @@ from telemetry_service.sensors.cpu_estimate import CpuEstimateSensor
 from telemetry_service.sensors.host import HostSensor
 from telemetry_service.sensors.nvml import NvmlSensor
 from telemetry_service.sensors.rapl import RaplSensor
-from telemetry_service.sensors.simulated_nvml import SimulatedNvml, load_gpus
+from telemetry_service.sensors.simulated import SimulatedNvml, load_gpus
 
 
 @dataclass
@@ -25,7 +25,8 @@ class SensorSet:
             sensor.close()
 
 
-def discover(cpu_tdp_w: float, rapl_root: Path, simulate_gpus: int = 0, simulate_trace: Path | None = None) -> SensorSet:
+def discover(cpu_tdp_w: float, rapl_root: Path, simulate_gpus: int = 0, simulate_trace: Path | None = None,
+             simulate_profile: str | None = None) -> SensorSet:
     sensors: list[Sensor] = []
     status: dict[str, str] = {}
     nvml = NvmlSensor()
@@ -38,7 +39,7 @@ def discover(cpu_tdp_w: float, rapl_root: Path, simulate_gpus: int = 0, simulate
     else:
         status["nvml"] = f"no NVIDIA GPUs: {nvml.error}"
     if simulate_gpus or simulate_trace is not None:
-        sim = NvmlSensor(SimulatedNvml(load_gpus(simulate_gpus, simulate_trace)), source="simulated", key_prefix="simgpu")
+        sim = NvmlSensor(SimulatedNvml(load_gpus(simulate_gpus, simulate_trace, simulate_profile)), source="simulated", key_prefix="simgpu")
         sensors.append(sim)
         gpu_sensor = gpu_sensor or sim
         status["simulated"] = f"{len(sim.gpus)} simulated GPU(s): their figures are not measurements" + \
