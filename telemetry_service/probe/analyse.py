@@ -212,10 +212,14 @@ def energy_matches(edges: Edges, counter_j: np.ndarray, t: np.ndarray, w: np.nda
     out = [_match("whole trace", "all", edges, usable[0], usable[-1], counter_j, t, cum)]
     mid = edges.mid[usable]
     for span in spans:
-        i = np.searchsorted(mid, span.start, side="right") - 1
-        j = np.searchsorted(mid, span.end, side="left")
-        if i >= 0 and j < len(mid) and j > i:
-            label = f"{span.kind} {span.end - span.start:.3f} s at +{span.start - origin:.2f} s"
+        i = int(np.searchsorted(mid, span.start, side="right")) - 1
+        j = int(np.searchsorted(mid, span.end, side="left"))
+        # A span running past the trace's first or last update is compared over the part the updates bracket.
+        clipped = i < 0 or j >= len(mid)
+        i, j = max(i, 0), min(j, len(mid) - 1)
+        if j > i:
+            label = f"{span.kind} {span.end - span.start:.3f} s at +{span.start - origin:.2f} s" + \
+                (" (clipped)" if clipped else "")
             out.append(_match(label, span.kind, edges, usable[i], usable[j], counter_j, t, cum))
     return out
 
