@@ -17,7 +17,8 @@ import pytest
 
 from telemetry_service.cli import main
 from telemetry_service.probe import load as load_module
-from telemetry_service.probe.analyse import analyse, counter_edges, counter_timing
+from telemetry_service.probe.analyse import (analyse, counter_edges, counter_lag, counter_timing, cumulative_j,
+                                            monotone_counter_j)
 from telemetry_service.probe.record import record
 from telemetry_service.probe.simulated import SimulatedGpu, SimulatedNvml, StepTrace, simulated_binding
 from telemetry_service.probe.trace_file import (FORMAT, GpuReads, GpuTrace, LoadSpan, Trace, TraceFileError,
@@ -114,6 +115,16 @@ def test_counter_against_integrated_power(scale: float) -> None:
 
 def test_counter_lag_is_found() -> None:
     assert analyse(hand_made(0.1, lag=0.02)).gpus[0].counter_lag_s == pytest.approx(0.02, abs=0.0015)
+
+
+def test_counter_lag_needs_power_that_varies() -> None:
+    r = hand_made(0.1).gpus[0].reads
+    edges = counter_edges(r.t0, r.t1, r.counter_mj)  # type: ignore[arg-type]
+    t = r.t0[::10]
+    steady = np.full(len(t), 100.0)
+    counter_j = 100.0 * (r.t0 - START)
+    assert counter_lag(edges, counter_j, t, cumulative_j(t, steady), 0.1) is None
+    assert monotone_counter_j(np.array([1000.0, np.nan, 3000.0, 500.0, 1500.0])).tolist() == [0, 0, 2, 2, 3]
 
 
 def test_power_fields() -> None:

@@ -13,6 +13,8 @@ USAGE_WINDOWS_S = (0.0, 0.1, 0.25, 0.5, 1.0, 2.0)
 # A usage field whose fits to every window are this close (W) tells nothing: the power was too steady.
 USAGE_INDISTINCT_W = 1.0
 LAG_STEP_S = 0.001
+# The best shift must fit the counter's increments clearly better than the worst one to be reported as its lag.
+LAG_CLEAR = 0.5
 
 
 @dataclass(frozen=True)
@@ -78,7 +80,8 @@ class GpuReport:
     counter: CounterTiming | None
     instant: InstantPower | None
     usage: PowerUsage | None
-    counter_lag_s: float | None  # shift of integrated power that best explains each counter increment
+    counter_lag_s: float | None  # shift of integrated power that best explains each counter increment; None:
+    # the power was too steady to tell
     energy: list[EnergyMatch]
     notes: list[str] = field(default_factory=list)
 
@@ -178,17 +181,23 @@ def counter_lag(edges: Edges, counter_j: np.ndarray, t: np.ndarray, cum: np.ndar
         return None
     mid, after = edges.mid[inside], edges.after[inside]
     increments = np.diff(counter_j[after])
-    shifts = np.arange(-period, 2 * period + LAG_STEP_S / 2, LAG_STEP_S)
-    errors = [np.sum((increments - integral_j(t, cum, mid[:-1] - d, mid[1:] - d)) ** 2) for d in shifts]
-    return float(shifts[int(np.argmin(errors))])
+    shifts = LAG_STEP_S * np.arange(-round(period / 2 / LAG_STEP_S), round(period / LAG_STEP_S) + 1)
+    errors = np.array([np.sum((increments - integral_j(t, cum, mid[:-1] - d, mid[1:] - d)) ** 2) for d in shifts])
+    if errors.min() > LAG_CLEAR * errors.max():
+        return None  # steady power: every shift explains the increments alike
+    # A periodic load fits several shifts as well: the smallest of the near-best is the plausible one.
+    near_best = np.flatnonzero(errors <= errors.min() * 1.05 + 1e-12)
+    return float(shifts[near_best[np.argmin(np.abs(shifts[near_best]))]])
 
 
 def monotone_counter_j(counter_mj: np.ndarray) -> np.ndarray:
     """Counter in J with resets taken out (only increases add up); NaN reads hold the last value."""
-    filled = np.copy(counter_mj)
-    ok = ~np.isnan(filled)
-    filled[~ok] = np.interp(np.flatnonzero(~ok), np.flatnonzero(ok), filled[ok], left=filled[ok][0])
-    steps = np.maximum(np.diff(filled), 0.0)
+    ok = ~np.isnan(counter_mj)
+    if not ok.any():
+        return np.zeros(len(counter_mj))
+    last_ok = np.maximum.accumulate(np.where(ok, np.arange(len(ok)), 0))
+    last_ok[: np.argmax(ok)] = np.argmax(ok)  # before the first good read: that read's value
+    steps = np.maximum(np.diff(counter_mj[last_ok]), 0.0)
     return np.concatenate([[0.0], np.cumsum(steps)]) / 1000.0
 
 
@@ -217,7 +226,7 @@ def energy_matches(edges: Edges, counter_j: np.ndarray, t: np.ndarray, w: np.nda
         # A span running past the trace's first or last update is compared over the part the updates bracket.
         clipped = i < 0 or j >= len(mid)
         i, j = max(i, 0), min(j, len(mid) - 1)
-        if j > i:
+        if j > i and (i, j) != (0, len(mid) - 1):  # one spanning the whole trace repeats its first line
             label = f"{span.kind} {span.end - span.start:.3f} s at +{span.start - origin:.2f} s" + \
                 (" (clipped)" if clipped else "")
             out.append(_match(label, span.kind, edges, usable[i], usable[j], counter_j, t, cum))
