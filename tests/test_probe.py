@@ -252,3 +252,13 @@ def test_device_check_script_on_the_simulator(tmp_path: Path) -> None:
     report = json.loads((tmp_path / "probe-report.json").read_text())
     assert report["host"] == "simulated"
     assert report["gpus"][0]["counter"]["median_spacing_s"] == pytest.approx(0.1, rel=0.02)
+
+
+@pytest.mark.skipif(load_module.cuda_available(), reason="needs a machine where torch sees no CUDA")
+def test_load_without_cuda_fails_with_its_reason() -> None:
+    load = load_module.GpuLoad()
+    try:
+        with pytest.raises(load_module.LoadError, match="GPU load cannot run: .*"):
+            load.start()
+    finally:
+        load.close()
