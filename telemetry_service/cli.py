@@ -21,6 +21,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DatabaseError
 
 from telemetry_service.config import Settings
+from telemetry_service.probe import command as probe_command
 from telemetry_service.store.db import LedgerError
 
 log = logging.getLogger("telemetry_service")
@@ -61,6 +62,7 @@ def _parser() -> argparse.ArgumentParser:
                                              "too as it starts; on a shared ledger, run it once before restarting "
                                              "the daemons)")
     migrate.add_argument("--db", help="SQLAlchemy URL of the ledger (default as for serve; env TELEMETRY_DB)")
+    probe_command.add_parsers(sub)
     return parser
 
 
@@ -200,6 +202,8 @@ def migrate(settings: Settings) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command in ("probe", "probe-report"):  # no daemon settings: they would be read and ignored
+        return probe_command.main(args)
     try:
         settings = settings_from(args)
     except ValidationError as exc:
