@@ -20,7 +20,7 @@ from telemetry_service.probe import load as load_module
 from telemetry_service.probe.analyse import (analyse, counter_edges, counter_lag, counter_timing, cumulative_j,
                                             monotone_counter_j)
 from telemetry_service.probe.record import record
-from telemetry_service.probe.simulated import SimulatedGpu, SimulatedNvml, StepTrace, simulated_binding
+from telemetry_service.probe.simulated import PROFILES, SimulatedGpu, SimulatedNvml, StepTrace, simulated_binding
 from telemetry_service.probe.trace_file import (FORMAT, GpuReads, GpuTrace, LoadSpan, Trace, TraceFileError,
                                                 read_trace, to_json, write_trace)
 
@@ -162,8 +162,8 @@ def test_recorder_on_the_simulated_binding(tmp_path: Path) -> None:
 
 
 def test_recorder_without_counter_or_instant_power() -> None:
-    gpus = [SimulatedGpu(trace=StepTrace(steps=((1.0, 100.0),)), counter=False),
-            SimulatedGpu(trace=StepTrace(steps=((1.0, 100.0),)), power_mode="average")]
+    gpus = [SimulatedGpu(trace=StepTrace(steps=((1.0, 100.0),)), profile=PROFILES["no-counter"]),
+            SimulatedGpu(trace=StepTrace(steps=((1.0, 100.0),)), profile=PROFILES["average-power"], index=1)]
     trace = record(SimulatedNvml(gpus), 0.3, 0.002, "simulated")
     first, second = (g.reads for g in trace.gpus)
     assert first.counter_mj is None and first.power_instant_mw is not None

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from telemetry_service.sensors.simulated_nvml import SimulatedGpu, SimulatedNvml, StepTrace, load_gpus
+from telemetry_service.sensors.simulated import PROFILES, SimulatedGpu, SimulatedNvml, StepTrace, load_gpus
 
-__all__ = ["SimulatedGpu", "SimulatedNvml", "StepTrace", "load_gpus", "simulated_binding"]
+__all__ = ["PROFILES", "SimulatedGpu", "SimulatedNvml", "StepTrace", "load_gpus", "simulated_binding"]
 
 
 def simulated_binding(count: int) -> SimulatedNvml:
