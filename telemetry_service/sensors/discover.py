@@ -25,7 +25,8 @@ class SensorSet:
             sensor.close()
 
 
-def discover(cpu_tdp_w: float, rapl_root: Path, simulate_gpus: int = 0, simulate_trace: Path | None = None) -> SensorSet:
+def discover(cpu_tdp_w: float, rapl_root: Path, simulate_gpus: int = 0, simulate_trace: Path | None = None,
+             cpu_idle_fraction: float = 0.3) -> SensorSet:
     sensors: list[Sensor] = []
     status: dict[str, str] = {}
     nvml = NvmlSensor()
@@ -48,7 +49,8 @@ def discover(cpu_tdp_w: float, rapl_root: Path, simulate_gpus: int = 0, simulate
         sensors.append(rapl)
         status["cpu"] = "rapl: " + ", ".join(d.key for d in rapl.devices())
     else:
-        sensors.append(CpuEstimateSensor(cpu_tdp_w))
-        status["cpu"] = f"estimate: RAPL unreadable under {rapl_root}; CPU power = utilisation x {cpu_tdp_w:g} W"
+        estimate = CpuEstimateSensor(cpu_tdp_w, cpu_idle_fraction * cpu_tdp_w)
+        sensors.append(estimate)
+        status["cpu"] = f"estimate: RAPL unreadable under {rapl_root}; CPU power = {estimate.formula}"
     sensors.append(HostSensor())
     return SensorSet(sensors=sensors, gpu_sensor=gpu_sensor, status=status)
