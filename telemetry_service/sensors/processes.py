@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import psutil
 
@@ -18,7 +19,7 @@ class ProcessReading:
     cpu_time_s: float | None = None  # user + system of the process and all its descendants, cumulative
 
 
-def _own(times: psutil._common.pcputimes) -> float:
+def _own(times: Any) -> float:
     return times.user + times.system
 
 
