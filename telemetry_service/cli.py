@@ -47,6 +47,8 @@ def _parser() -> argparse.ArgumentParser:
                        help="how simulated GPUs' sensors behave (e.g. jitter-100ms, part-time-100ms; default "
                             "ideal-100ms; the list is in telemetry_service/sensors/simulated/profiles.py)")
     serve.add_argument("--cpu-tdp-w", type=float, help="CPU TDP for the estimate used where RAPL is unreadable")
+    serve.add_argument("--cpu-idle-fraction", type=float, metavar="F",
+                       help="idle power of that estimate as a fraction of the TDP (default 0.3)")
     serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     serve.add_argument("--token", help="bearer token clients must send; required to listen on a non-loopback "
                                        "address (visible in the process list: prefer TELEMETRY_TOKEN or --token-file)")

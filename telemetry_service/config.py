@@ -34,6 +34,11 @@ class Settings(BaseSettings):
     simulate_trace: Path | None = None
     simulate_profile: str | None = Field(None, description="sensor profile of simulated GPUs (see sensors/simulated)")
     cpu_tdp_w: float = Field(65.0, gt=0.0, description="TDP used by the CPU estimate where RAPL is unreadable")
+    # A package never draws nothing: uncore, memory controller and I/O stay powered in the deepest C-states, and
+    # idle packages commonly measure a quarter to a third of TDP. Without a floor, utilisation x TDP read 0 W on a
+    # quiet node and swung with every unrelated process.
+    cpu_idle_fraction: float = Field(0.3, ge=0.0, lt=1.0,
+                                     description="idle power of the CPU estimate, as a fraction of its TDP")
     rapl_root: Path = Path("/sys/class/powercap")
     flush_interval: float = Field(0.5, gt=0.0, le=10.0, description="longest a sample waits before it is written")
     process_interval: float = Field(1.0, gt=0.0, description="per-process CPU/RSS/GPU-memory sampling interval")

@@ -30,7 +30,8 @@ class Daemon:
         self.engine, self.sessions = open_ledger(settings.db)
         self.writer = Writer(self.sessions)
         self.sensors: SensorSet = sensors or discover(settings.cpu_tdp_w, settings.rapl_root, settings.simulate_gpus,
-                                                      settings.simulate_trace, settings.simulate_profile)
+                                                      settings.simulate_trace, settings.simulate_profile,
+                                                      settings.cpu_idle_fraction)
         self.sampler = Sampler(self.sensors.sensors, self.writer, self.sessions, settings.node, settings.interval,
                                settings.flush_interval, settings.process_interval)
         self.node_id = self.sampler.node_id

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from telemetry_service.energy import PhaseEnergies, combine_methods, overlaps, phase_energies
 from telemetry_service.gaps import coarse_stretches, daemon_downtime, device_gaps, gap_threshold, power_holes
+from telemetry_service.run_share import PhaseArrays, add_run_share
 from telemetry_service.store.blocks import load_series
 from telemetry_service.store.models import Device, Node, Phase, Run, RunMember
 from telemetry_service.store.raw import fetch_tuples
@@ -190,7 +191,7 @@ def run_energy(session: Session, run: Run, sample_interval: float | None = None,
         if "attributed" in phase_methods[j].values():
             row["repeats"] = int(counts[j])
         phase_rows.append(row)
-    return {
+    answer: dict[str, Any] = {
         "run": run_summary(run),
         "total": {
             "energy_j": total_energy, "duration_s": duration,
@@ -214,6 +215,8 @@ def run_energy(session: Session, run: Run, sample_interval: float | None = None,
         "attribution": {"power_w": attribution} if attribution else None,
         "notes": notes,
     }
+    add_run_share(session, run, answer, devices, PhaseArrays(p_name, p_start, p_end, p_node), t0, t1)
+    return answer
 
 
 def share(part: int, whole: int) -> float | None:

@@ -223,8 +223,9 @@ def plan_stretch(stretch: Sequence[Row], following: Row | None, bucket_s: float,
                 seen = r["energy_j"]
         hi = edges_t[i + 1] if i + 1 < len(edges) else end["t"]
         means = _means(members)
+        # A cumulative reading (the host's busy CPU seconds) stays true at the instant it was read.
         opening: Row = {"device_id": device_id, "t": edges_t[i] + eps if i == 0 else edges_t[i],
-                        "power_w": power[i], **means}
+                        "power_w": power[i], **means, "cpu_busy_s": members[0].get("cpu_busy_s")}
         if point is not None:
             opening.update({c: point[c] for c in COUNTER_COLUMNS})
         elif members[0]["energy_t"] is None:  # power-only: the sampler's running total, for charts
@@ -232,7 +233,7 @@ def plan_stretch(stretch: Sequence[Row], following: Row | None, bucket_s: float,
                             "timing": None})
         else:
             opening.update({c: None for c in COUNTER_COLUMNS})
-        closing: Row = {"device_id": device_id, "t": hi - eps, "power_w": power[i], **means,
+        closing: Row = {"device_id": device_id, "t": hi - eps, "power_w": power[i], **means, "cpu_busy_s": None,
                         **{c: None for c in COUNTER_COLUMNS}}
         new_rows += [opening, closing]
     return Plan(after_t=first["t"], before_t=end["t"], rows=new_rows, removed=len(body) - 1)

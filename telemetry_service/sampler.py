@@ -62,7 +62,7 @@ def register_node(session: Session, node_name: str, devices: list[DeviceInfo], n
         dev.kind, dev.index, dev.name, dev.uuid = info.kind, info.index, info.name, info.uuid
         dev.source, dev.energy_counter = info.source, info.energy_counter
         dev.update_period_s, dev.counter_wrap_j, dev.present = info.update_period_s, info.counter_wrap_j, True
-        dev.power_window_s = info.power_window_s
+        dev.power_window_s, dev.idle_power_w = info.power_window_s, info.idle_power_w
         session.flush()
         ids[info.key] = dev.id
     for gone in existing.values():
@@ -99,6 +99,7 @@ class Sampler:
         self._written_up_to = 0.0
         self._written = threading.Condition()
         self._flush_now = threading.Event()
+        self._pids_changed = threading.Event()
         self._last_read: dict[str, float] = {}
         now = time.time()
         with session_factory() as session, session.begin():
@@ -130,6 +131,7 @@ class Sampler:
     def watch_pids(self, pids: set[int]) -> None:
         with self._lock:
             self._pids = set(pids)
+        self._pids_changed.set()  # read at once: a run's CPU seconds need a reading at its start and its end
 
     def wait_written(self, t: float, timeout: float) -> bool:
         """Blocks until samples read after `t` are in the ledger (or `timeout` passes)."""
@@ -155,9 +157,12 @@ class Sampler:
             if last_tick_time is not None:
                 self.stats.worst_gap_s = max(self.stats.worst_gap_s, now_mono - last_tick_time)
             last_tick_time = now_mono
+            if self._pids_changed.is_set():
+                self._last_read.clear()  # the host's busy CPU seconds too, beside the processes' first reading
             self._sample_once()
             self.stats.ticks += 1
-            if now_mono - last_procs >= self.process_interval:
+            if now_mono - last_procs >= self.process_interval or self._pids_changed.is_set():
+                self._pids_changed.clear()
                 last_procs = now_mono
                 self._sample_processes()
             if now_mono - last_flush >= self.flush_interval or self._flush_now.is_set():
@@ -230,21 +235,23 @@ class Sampler:
             "counter_raw_j": r.counter_j, "timing": r.counter_timing, "stamp_err_s": r.counter_err_s,
             "util_pct": r.util_pct, "mem_util_pct": r.mem_util_pct, "mem_used_bytes": r.mem_used_bytes,
             "mem_total_bytes": r.mem_total_bytes, "temp_c": r.temp_c, "sm_clock_mhz": r.sm_clock_mhz,
-            "power_limit_w": r.power_limit_w,
+            "power_limit_w": r.power_limit_w, "cpu_busy_s": r.cpu_busy_s,
         }
 
     def _sample_processes(self) -> None:
         with self._lock:
             pids = set(self._pids)
-        self.processes.watch(pids)
+        # The processes followed so far first (a last reading of any that stops being followed), then the new.
+        readings = self.processes.read()
+        readings += self.processes.watch(pids)
         gpu_mem: dict[int, dict[str, int]] = {}
         for state in self.devices.values():
             if state.latest is not None:
                 for pid, used in state.latest.processes.items():
                     gpu_mem.setdefault(pid, {})[state.info.key] = used
         rows = [{"node_id": self.node_id, "pid": p.pid, "t": p.t, "cpu_percent": p.cpu_percent,
-                 "rss_bytes": p.rss_bytes, "gpu_mem_bytes": gpu_mem.get(p.pid) or None}
-                for p in self.processes.read()]
+                 "rss_bytes": p.rss_bytes, "gpu_mem_bytes": gpu_mem.get(p.pid) or None, "cpu_time_s": p.cpu_time_s}
+                for p in readings]
         with self._lock:
             self._pending_procs.extend(rows)
 

@@ -103,6 +103,7 @@ def seed_two_runs(daemon: DaemonProcess, trace_anchor: float) -> SeededLedger:
     with daemon.client() as c:
         node = c.get("/healthz").json()["node"]
         assert c.post("/api/v1/runs", json={"name": "bert-base teacher", "run_id": "teacher-1", "started_at": anchor - 0.2,
+                                            "pid": os.getpid(),  # so it has a run share (this process, sleeping)
                                             "tags": {"model": "bert-base", "role": "teacher"}}).status_code == 201
         wait_until(anchor + 4 * STEP_S + 0.3)
         phases = [{"name": "epoch", "start": anchor, "end": anchor + 4 * STEP_S, "step": 0}]

@@ -51,6 +51,7 @@ def test_ten_thousand_phases_arrive_exactly_once(shared_daemon: DaemonProcess, m
     assert run["started_at"] <= min(p["start"] for p in phases)
     assert run["ended_at"] >= max(p["end"] for p in phases)
     assert tc.energy()["run"]["id"] == tc.run_id
+    assert tc.run_share_energy()["attribution"] == "run-share"  # type: ignore[index]
     assert not list(spool_dir.glob("*.jsonl")) if spool_dir.exists() else True
 
 

@@ -54,6 +54,20 @@ def test_run_page_draws_phase_bands_and_shows_the_api_energy_per_phase(page: Pag
     expect(page.locator(".charts")).to_have_attribute("data-state", "ready")
     expect(page.locator("#phase-energy tbody tr[data-phase='epoch']")).to_be_visible()
 
+    # The run's share by default; the node figure one click away (the rest of this test reads the node figure).
+    section, toggle = page.locator("#phase-energy"), page.locator(".basis-toggle")
+    expect(section).to_have_attribute("data-attribution", "run-share")
+    assert energy["run_share"]["attribution"] == "run-share"
+    for p in energy["phases"]:
+        cell = page.locator(f"#phase-energy tbody tr[data-phase='{p['name']}'] td[data-field='energy_j']")
+        assert float(cell.get_attribute("data-value")) == pytest.approx(p["run_share_j"])
+    shown = page.locator("td[data-field='total_energy_j']")
+    assert float(shown.get_attribute("data-value")) == pytest.approx(energy["run_share"]["energy_j"])
+    expect(page.locator(".stat[data-stat='energy'] .stat-value")).to_have_text(shown.inner_text())
+    toggle.click()
+    expect(section).to_have_attribute("data-attribution", "node")
+    expect(toggle).to_have_text("Show the run's share")
+
     # One chart per device the run owns (2 GPUs, the CPU), each with the innermost phases as bands behind the
     # power: two "low" and two "high" intervals; the enclosing epoch has a lane in the timeline, not a band.
     gpu0, gpu1 = f"{seeded.node}/simgpu0", f"{seeded.node}/simgpu1"

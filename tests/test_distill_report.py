@@ -79,3 +79,17 @@ def test_comparison_table_names_the_methods_per_model_only_when_they_differ() ->
     text = " ".join(_render(comparison_table(mixed)).split())
     assert "teacher estimated / estimated; student KD counter / counter" in text
     assert "1.0M" in text and "250k" in text and "0.9000" in text
+
+
+def test_comparison_uses_the_run_share_where_the_daemon_gives_one_and_says_so() -> None:
+    shared = _outcome("distilled", 200.0, 3.0)
+    assert shared.energy is not None
+    for row in shared.energy["phases"]:
+        row["run_share_j"] = row["energy_j"] / 2
+    rows = summarise([_outcome("teacher", 400.0, 12.0), shared])
+    assert rows[1]["train_energy_j"] == 100.0 and rows[1]["attribution"] == "run-share"
+    assert rows[0]["train_energy_j"] == 400.0 and rows[0]["attribution"] == "node"
+    text = " ".join(_render(comparison_table(rows)).split())
+    assert "Energy attributed: teacher node; student KD run-share" in text
+    only_shared = " ".join(_render(comparison_table(summarise([shared]))).split())
+    assert "Energy attributed: run share (its processes' share of the CPU energy above idle" in only_shared

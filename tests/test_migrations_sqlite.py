@@ -122,3 +122,50 @@ def test_a_damaged_file_gets_a_clear_error_not_a_new_ledger(tmp_path: Path) -> N
     with pytest.raises(LedgerError):
         open_ledger(f"sqlite:///{path}")
     assert path.read_bytes()[16:32] == b"\xff" * 16
+
+
+CPU_SECONDS_COLUMNS = {"devices": "idle_power_w", "samples": "cpu_busy_s", "process_samples": "cpu_time_s"}
+
+
+def _columns(conn, table: str) -> set[str]:
+    return {c["name"] for c in inspect(conn).get_columns(table)}
+
+
+def test_0006_adds_the_cpu_seconds_columns_empty_on_old_rows_and_goes_back(tmp_path: Path) -> None:
+    """From 0004 with data: the new columns arrive nullable and empty (the old run, on a GPU only, keeps all of
+    its energy as its share: GPUs are the run's); downgrading to 0005 removes them and keeps the rows (sample
+    blocks are derived, dropped by 0005 and rebuilt by the daemon)."""
+    from alembic import command
+
+    url = _url(tmp_path)
+    engine = make_engine(url)
+    ledger_at(engine, "0004")
+    with engine.connect() as conn:
+        before = row_counts(conn)
+        assert all(col not in _columns(conn, table) for table, col in CPU_SECONDS_COLUMNS.items())
+    engine.dispose()
+
+    engine, sessions = open_ledger(url)
+    with engine.connect() as conn:
+        for table, col in CPU_SECONDS_COLUMNS.items():
+            assert col in _columns(conn, table)
+            assert conn.execute(text(f"SELECT COUNT(*) FROM {table} WHERE {col} IS NOT NULL")).scalar_one() == 0
+    with sessions() as session:
+        answer = run_energy(session, get_run(session, RUN_ID))
+    check_energy(answer)
+    assert answer["total"]["attribution"] == "node" and answer["run_share"]["attribution"] == "run-share"
+    assert answer["run_share"]["energy_j"] == answer["total"]["energy_j"]
+    assert all(p["run_share_j"] == p["energy_j"] for p in answer["phases"])
+
+    with engine.connect() as conn:
+        # SQLite drops a column by copying the table, which the other tables' foreign keys refuse while on.
+        conn.exec_driver_sql("PRAGMA foreign_keys=OFF")
+        conn.commit()
+        command.downgrade(alembic_config(conn), "0005")
+        conn.commit()
+    derived = {"sample_blocks", "block_watermarks"}
+    with engine.connect() as conn:
+        assert all(col not in _columns(conn, table) for table, col in CPU_SECONDS_COLUMNS.items())
+        kept = {t: n for t, n in row_counts(conn).items() if t in before and t not in derived}
+        assert kept == {t: n for t, n in before.items() if t not in derived}
+    engine.dispose()

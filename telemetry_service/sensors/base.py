@@ -27,6 +27,8 @@ class DeviceInfo:
     power_window_s: float | None = None
     # RAPL counters wrap at max_energy_range_uj; NVML's never wraps but resets on driver reload (None).
     counter_wrap_j: float | None = None
+    # What the device draws doing nothing, where known (the CPU estimate's floor); RAPL's is found from its data.
+    idle_power_w: float | None = None
 
 
 @dataclass
@@ -45,6 +47,7 @@ class Reading:
     temp_c: float | None = None
     sm_clock_mhz: float | None = None
     power_limit_w: float | None = None
+    cpu_busy_s: float | None = None  # host only: cumulative busy CPU seconds over all cores
     processes: dict[int, int] = field(default_factory=dict)  # pid -> GPU memory bytes
 
 

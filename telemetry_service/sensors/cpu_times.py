@@ -2,7 +2,24 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import psutil
+
+
+def _idle(times: Any) -> float:
+    return float(times.idle + getattr(times, "iowait", 0.0))
+
+
+def _total(times: Any) -> float:
+    # Linux counts guest time inside user and nice as well: summed once, not twice.
+    return float(sum(times) - getattr(times, "guest", 0.0) - getattr(times, "guest_nice", 0.0))
+
+
+def busy_cpu_seconds() -> float:
+    """Cumulative busy CPU seconds of the host, all cores together (the denominator of a process's share)."""
+    times = psutil.cpu_times()
+    return _total(times) - _idle(times)
 
 
 class CpuUtilisation:
@@ -12,8 +29,8 @@ class CpuUtilisation:
     def percent(self) -> float:
         """Busy share of all cores since the previous call, 0-100."""
         now = psutil.cpu_times()
-        total = sum(now) - sum(self._last)
-        idle = (now.idle + getattr(now, "iowait", 0.0)) - (self._last.idle + getattr(self._last, "iowait", 0.0))
+        total = _total(now) - _total(self._last)
+        idle = _idle(now) - _idle(self._last)
         self._last = now
         if total <= 0:
             return 0.0

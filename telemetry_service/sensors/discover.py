@@ -26,7 +26,7 @@ class SensorSet:
 
 
 def discover(cpu_tdp_w: float, rapl_root: Path, simulate_gpus: int = 0, simulate_trace: Path | None = None,
-             simulate_profile: str | None = None) -> SensorSet:
+             simulate_profile: str | None = None, cpu_idle_fraction: float = 0.3) -> SensorSet:
     sensors: list[Sensor] = []
     status: dict[str, str] = {}
     nvml = NvmlSensor()
@@ -49,7 +49,8 @@ def discover(cpu_tdp_w: float, rapl_root: Path, simulate_gpus: int = 0, simulate
         sensors.append(rapl)
         status["cpu"] = "rapl: " + ", ".join(d.key for d in rapl.devices())
     else:
-        sensors.append(CpuEstimateSensor(cpu_tdp_w))
-        status["cpu"] = f"estimate: RAPL unreadable under {rapl_root}; CPU power = utilisation x {cpu_tdp_w:g} W"
+        estimate = CpuEstimateSensor(cpu_tdp_w, cpu_idle_fraction * cpu_tdp_w)
+        sensors.append(estimate)
+        status["cpu"] = f"estimate: RAPL unreadable under {rapl_root}; CPU power = {estimate.formula}"
     sensors.append(HostSensor())
     return SensorSet(sensors=sensors, gpu_sensor=gpu_sensor, status=status)

@@ -8,7 +8,7 @@ import time
 import psutil
 
 from telemetry_service.sensors.base import DeviceInfo, Reading
-from telemetry_service.sensors.cpu_times import CpuUtilisation
+from telemetry_service.sensors.cpu_times import CpuUtilisation, busy_cpu_seconds
 
 
 class HostSensor:
@@ -27,7 +27,8 @@ class HostSensor:
     def read(self) -> list[Reading]:
         mem = psutil.virtual_memory()
         return [Reading(key="host", t=time.time(), util_pct=self._util.percent(),
-                        mem_used_bytes=int(mem.total - mem.available), mem_total_bytes=int(mem.total))]
+                        mem_used_bytes=int(mem.total - mem.available), mem_total_bytes=int(mem.total),
+                        cpu_busy_s=busy_cpu_seconds())]
 
     def close(self) -> None:
         pass

@@ -38,6 +38,7 @@ class Device(Base):
     energy_counter: Mapped[bool]
     update_period_s: Mapped[float | None] = mapped_column(Float)
     power_window_s: Mapped[float | None] = mapped_column(Float)  # power is a moving average over this window
+    idle_power_w: Mapped[float | None] = mapped_column(Float)  # known idle draw (the CPU estimate's floor)
     counter_wrap_j: Mapped[float | None] = mapped_column(Float)
     present: Mapped[bool] = mapped_column(default=True)  # seen by the daemon's last start
 
@@ -113,6 +114,7 @@ class Sample(Base):
     temp_c: Mapped[float | None] = mapped_column(Float)
     sm_clock_mhz: Mapped[float | None] = mapped_column(Float)
     power_limit_w: Mapped[float | None] = mapped_column(Float)
+    cpu_busy_s: Mapped[float | None] = mapped_column(Float)  # host rows: cumulative busy CPU seconds, all cores
 
 
 class ProcessSample(Base):
@@ -126,6 +128,7 @@ class ProcessSample(Base):
     cpu_percent: Mapped[float | None] = mapped_column(Float)
     rss_bytes: Mapped[int | None] = mapped_column(BigInteger)
     gpu_mem_bytes: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # device key -> bytes
+    cpu_time_s: Mapped[float | None] = mapped_column(Float)  # cumulative CPU seconds, descendants included
 
 
 class SamplerSession(Base):

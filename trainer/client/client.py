@@ -208,6 +208,12 @@ class TelemetryClient(Recorder):
             log.warning("joulemeter: no energy report for run %s from %s: %s", self.run_id, self.url, exc)
             return None
 
+    def run_share_energy(self) -> dict[str, Any] | None:
+        """This run's own share of the energy (`run_share` of the daemon's report: its processes' share of the
+        node's active CPU energy by CPU time, plus its GPUs); None if the report or the share cannot be had."""
+        report = self.energy()
+        return None if report is None else report.get("run_share")
+
     # --- process ends -----------------------------------------------------------------------------------------
     def _at_exit(self) -> None:
         """A program that never stopped its run: stop it, as failed if an uncaught exception is ending it."""

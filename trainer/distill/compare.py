@@ -94,11 +94,20 @@ def distilled_outcome(job: Job, factory: TelemetryFactory) -> Outcome:
 
 
 def phase_energy(energy: dict[str, Any] | None, name: str) -> tuple[float | None, str | None]:
-    """Energy (J) of all intervals of phase `name` in a run, and the method behind it."""
+    """Energy (J) of all intervals of phase `name` in a run, and the method behind it: the run's own share
+    where the daemon gives one (an unrelated process on the node must not move the comparison), else the
+    node figure."""
     for row in (energy or {}).get("phases", []):
         if row["name"] == name:
-            return row.get("energy_j"), row.get("method")
+            value = row.get("run_share_j")
+            return (row.get("energy_j") if value is None else value), row.get("method")
     return None, None
+
+
+def attribution(energy: dict[str, Any] | None) -> str:
+    """Which figure phase_energy gives for this run: "run-share" or "node"."""
+    rows = (energy or {}).get("phases", [])
+    return "run-share" if rows and all(r.get("run_share_j") is not None for r in rows) else "node"
 
 
 def summarise(outcomes: list[Outcome]) -> list[dict[str, Any]]:
@@ -121,7 +130,7 @@ def summarise(outcomes: list[Outcome]) -> list[dict[str, Any]]:
             "inference_j_per_1k": inf_j / inferences * 1000 if inf_j is not None and inferences else None,
             "inference_method": inf_method, "eval_samples": o.eval.samples, "inference_passes": o.inference_passes,
             "total_with_teacher_j": None,
-            "simulated": bool((o.energy or {}).get("simulated", False)),
+            "simulated": bool((o.energy or {}).get("simulated", False)), "attribution": attribution(o.energy),
         }
         if o.role == "distilled" and train_j is not None and teacher_train_j is not None:
             row["total_with_teacher_j"] = train_j + teacher_train_j

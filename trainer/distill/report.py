@@ -57,6 +57,20 @@ def _params(n: int) -> str:
     return f"{n / 1e3:,.0f}k" if n < 10**6 else f"{n / 1e6:,.1f}M"
 
 
+ATTRIBUTION_NOTES = {
+    "run-share": "run share (its processes' share of the CPU energy above idle, by CPU time, plus its GPUs)",
+    "node": "node (all the CPU energy of the node, whoever used it)",
+}
+
+
+def _attribution_note(rows: list[dict[str, Any]], name: Any) -> str:
+    kinds = {r.get("attribution", "node") for r in rows}
+    if len(kinds) == 1:
+        return f"Energy attributed: {ATTRIBUTION_NOTES[next(iter(kinds))]}."
+    return "Energy attributed: " + "; ".join(f"{name(r)} {r.get('attribution', 'node')}" for r in rows) + \
+        " (run-share: CPU energy above idle by CPU time, plus GPUs; node: all of it)."
+
+
 def comparison_table(rows: list[dict[str, Any]], title: str = "Comparison") -> Table:
     def name(r: dict[str, Any]) -> str:
         return SHORT_TITLES.get(r["role"], r["role"])
@@ -70,6 +84,7 @@ def comparison_table(rows: list[dict[str, Any]], title: str = "Comparison") -> T
     elif methods:
         caption += " Energy methods (train / inference): " + "; ".join(
             f"{name(r)} {r['train_method'] or '–'} / {r['inference_method'] or '–'}" for r in rows) + "."
+    caption += " " + _attribution_note(rows, name)
     table = _table(title, caption)
     for col in ["model", "acc.", "F1", "params", "train J", "J/example", "+teacher J", "J/1k inf."]:
         table.add_column(col, justify="left" if col == "model" else "right", no_wrap=True)

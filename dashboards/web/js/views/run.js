@@ -54,6 +54,7 @@ export function mount(el, { id }) {
   let interval = 0.1;
   let liveEnd = null;
   let ui = null;
+  let basis = null; // "run-share" (the default where the daemon gives one) or "node"
 
   el.append(loading("Loading run…"));
   start();
@@ -122,8 +123,9 @@ export function mount(el, { id }) {
         h("div", { class: "chart-tools" }, s.refining, s.rangeText, s.resetBtn, s.liveBtn)),
       s.legend, s.readout, s.timelineWrap, s.phaseNote, s.devices);
     s.breakdown = h("div", null, loading("Computing energy per phase…"));
+    s.basisBtn = h("button", { class: "btn btn-small basis-toggle", hidden: true, onclick: toggleBasis });
     s.breakdownSection = h("section", { class: "card", id: "phase-energy" },
-      h("div", { class: "card-head" }, h("h2", null, "Energy by phase")), s.breakdown);
+      h("div", { class: "card-head" }, h("h2", null, "Energy by phase"), s.basisBtn), s.breakdown);
     s.provenance = h("div", null, loading("Loading provenance…"));
     s.provenanceSection = h("section", { class: "card", id: "provenance" },
       h("div", { class: "card-head" }, h("h2", null, "Devices and measurement provenance")), s.provenance);
@@ -160,8 +162,37 @@ export function mount(el, { id }) {
     }
   }
 
+  // --- which figure: the run's share of the node's CPU energy (by its processes' CPU time) or the whole node ---
+  function shareShown() {
+    return basis === "run-share" && energy && energy.run_share ? energy.run_share : null;
+  }
+
+  function phaseJ(p) {
+    return shareShown() && p.run_share_j != null ? p.run_share_j : p.energy_j;
+  }
+
+  function phaseW(p) {
+    return shareShown() ? (p.duration_s > 0 ? phaseJ(p) / p.duration_s : null) : p.avg_power_w;
+  }
+
+  function toggleBasis() {
+    basis = basis === "run-share" ? "node" : "run-share";
+    renderBasis();
+  }
+
+  function renderBasis() {
+    const share = shareShown();
+    ui.basisBtn.hidden = !(energy && energy.run_share);
+    ui.basisBtn.dataset.attribution = share ? "run-share" : "node";
+    ui.basisBtn.textContent = share ? "Show the whole node" : "Show the run's share";
+    ui.breakdownSection.dataset.attribution = share ? "run-share" : "node";
+    renderCards();
+    renderBreakdown();
+  }
+
   function renderCards() {
-    const total = energy ? energy.total : run.totals;
+    const share = shareShown();
+    const total = share ? { ...energy.total, energy_j: share.energy_j, avg_power_w: energy.total.duration_s > 0 ? share.energy_j / energy.total.duration_s : null } : energy ? energy.total : run.totals;
     const running = run.status === "running";
     const dur = running ? Date.now() / 1000 - run.started_at : run.duration_s;
     const e = total ? total.energy_j : null;
@@ -170,7 +201,7 @@ export function mount(el, { id }) {
     clear(ui.cards).append(
       card(running ? "Energy so far" : "Energy", fmt.energy(e), fmt.kwh(e), { dataset: { stat: "energy", value: e ?? "" } }),
       card("Duration", fmt.duration(dur), running ? "running" : `${fmt.clock(run.started_at)} – ${fmt.clock(run.ended_at)}`, { dataset: { stat: "duration" } }),
-      card("Average power", fmt.power(total ? total.avg_power_w : null), "all devices of the run", { dataset: { stat: "power" } }),
+      card("Average power", fmt.power(total ? total.avg_power_w : null), share ? "the run's share" : "all devices of the run", { dataset: { stat: "power" } }),
       card("Method", total && total.method ? methodBadge(total.method) : fmt.DASH, total && total.method === "estimated" ? "some device is estimated" : "how the total was obtained", { dataset: { stat: "method" } }),
     );
   }
@@ -404,8 +435,8 @@ export function mount(el, { id }) {
       return;
     }
     run = energy.run;
-    renderCards();
-    renderBreakdown();
+    if (basis === null) basis = energy.run_share ? "run-share" : "node";
+    renderBasis();
     renderProvenance();
     renderWarnings();
     for (const [did, c] of charts) fillChartHead(did, c);
@@ -427,17 +458,17 @@ export function mount(el, { id }) {
     let dur = 0;
     for (const p of energy.phases) {
       if (depth.get(p.name) === 0) {
-        marked += p.energy_j;
+        marked += phaseJ(p);
         dur += p.duration_s;
       }
     }
-    const rest = energy.total.energy_j - marked;
+    const rest = (shareShown() ? shareShown().energy_j : energy.total.energy_j) - marked;
     const restDur = energy.total.duration_s - dur;
     return rest >= 0 && restDur >= 0 ? { energy_j: rest, duration_s: restDur } : null;
   }
 
   function renderBreakdown() {
-    const total = energy.total.energy_j;
+    const total = shareShown() ? shareShown().energy_j : energy.total.energy_j;
     clear(ui.breakdown);
     if (!energy.phases.length) {
       ui.breakdown.append(panel("empty", "No phases recorded",
@@ -447,11 +478,12 @@ export function mount(el, { id }) {
       return;
     }
     const depth = track.layout.depth;
-    const rows = [...energy.phases].sort((a, b) => (depth.get(a.name) ?? 0) - (depth.get(b.name) ?? 0) || b.energy_j - a.energy_j);
-    const maxShare = Math.max(...rows.map((p) => (total > 0 ? p.energy_j / total : 0)), 1e-9);
+    const rows = [...energy.phases].sort((a, b) => (depth.get(a.name) ?? 0) - (depth.get(b.name) ?? 0) || phaseJ(b) - phaseJ(a));
+    const maxShare = Math.max(...rows.map((p) => (total > 0 ? phaseJ(p) / total : 0)), 1e-9);
     const cell = (field, value, text, cls = "num") => h("td", { class: cls, dataset: { field, value: value ?? "" } }, text);
     const tr = (p) => {
-      const share = total > 0 ? p.energy_j / total : null;
+      const e = phaseJ(p);
+      const share = total > 0 ? e / total : null;
       const d = depth.get(p.name) ?? 0;
       const flags = [];
       if (p.short) flags.push(badge("short", "warn", "some of these phases are shorter than the sensor's update period: their energy is only known statistically"));
@@ -463,9 +495,9 @@ export function mount(el, { id }) {
           byDev ? h("div", { class: "sub", style: { paddingLeft: `${d * 14 + 16}px` } }, byDev) : null),
         cell("count", p.count, p.count.toLocaleString("en-US")),
         cell("duration_s", p.duration_s, fmt.duration(p.duration_s)),
-        cell("energy_j", p.energy_j, fmt.energy(p.energy_j)),
-        cell("kwh", p.energy_j / 3.6e6, fmt.kwh(p.energy_j)),
-        cell("avg_power_w", p.avg_power_w, fmt.power(p.avg_power_w)),
+        cell("energy_j", e, fmt.energy(e)),
+        cell("kwh", e / 3.6e6, fmt.kwh(e)),
+        cell("avg_power_w", phaseW(p), fmt.power(phaseW(p))),
         h("td", { class: "share", dataset: { field: "share", value: share ?? "" } },
           h("div", { class: "bar" }, h("div", { class: "bar-fill", style: { width: `${share === null ? 0 : (100 * share) / maxShare}%`, background: track.color(p.name) } })),
           h("span", { class: "bar-label" }, fmt.pct(share))),
@@ -494,9 +526,11 @@ export function mount(el, { id }) {
         h("tfoot", null, h("tr", null, h("td", null, h("strong", null, "Whole run")), h("td"),
           h("td", { class: "num" }, fmt.duration(energy.total.duration_s)),
           h("td", { class: "num", dataset: { field: "total_energy_j", value: total } }, h("strong", null, fmt.energy(total))),
-          h("td", { class: "num" }, fmt.kwh(total)), h("td", { class: "num" }, fmt.power(energy.total.avg_power_w)),
+          h("td", { class: "num" }, fmt.kwh(total)), h("td", { class: "num" }, fmt.power(energy.total.duration_s > 0 ? total / energy.total.duration_s : null)),
           h("td", null, "100 %"), h("td", null, methodBadge(energy.total.method)), h("td")))),
-      h("p", { class: "muted small" }, "Energy of every device the run owns. Phases nest (an epoch holds its steps): an enclosing phase's figure includes what runs inside it, so the shares of nested phases overlap. Duration is the sum over each name's intervals."),
+      h("p", { class: "muted small", dataset: { attributionNote: "" } }, shareShown()
+        ? `The run's share: its processes' share of the CPU energy above idle, by their CPU time (idle power is not billed: ${shareShown().idle_policy}), plus its GPUs whole. `
+        : "Energy of every device the run owns, whoever used the CPU. ", "Phases nest (an epoch holds its steps): an enclosing phase's figure includes what runs inside it, so the shares of nested phases overlap. Duration is the sum over each name's intervals."),
     );
   }
 
