@@ -99,6 +99,7 @@ def _ledger_lock(db_url: str) -> Iterator[None]:
         return
     path = Path(url.database).expanduser()
     path.parent.mkdir(parents=True, exist_ok=True)
+    path = path.resolve()  # one lock per ledger file, however it is named (a symlink, a relative path)
     handle: IO[str] = open(f"{path}.lock", "a+")
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -90,7 +90,7 @@ def test_counter_interpolates_linearly_without_power():
     u = np.array([0.0, 0.1, 0.2])
     e = np.array([0.0, 10.0, 30.0])
     assert counter_energy_at(u, e, [0.05, 0.15]).tolist() == pytest.approx([5.0, 20.0])
-    assert math.isnan(counter_energy_at(u, e, [0.3])[0])
+    assert counter_energy_at(u, e, [0.3, -1.0]).tolist() == [30.0, 0.0]  # nothing past the updates: held
 
 
 def _grid_counter(trace: StepTrace, phase: float, period: float, t0: float, t1: float):
@@ -183,3 +183,36 @@ def test_where_power_readings_miss_bursts_the_counters_rate_on_either_side_split
     err_ours = abs(ours[quiet].sum() / exact[quiet].sum() - 1.0)
     err_linear = abs(linear[quiet].sum() / exact[quiet].sum() - 1.0)
     assert err_ours < 0.2 * err_linear and err_ours < 0.15
+
+
+def _steady_counter(t0: float, t1: float, watts: float, period: float = 0.1, err: float = 0.0) -> DeviceSeries:
+    u = np.arange(t0, t1 + 1e-9, period)
+    return DeviceSeries(np.empty(0), np.empty(0), u, watts * (u - t0), np.full(u.size, err), np.ones(u.size))
+
+
+def test_time_before_the_first_or_after_the_last_sample_gets_no_energy():
+    from telemetry_service.energy import phase_energies
+
+    series = _steady_counter(1000.0, 1010.0, 300.0)
+    starts, ends = np.array([-2600.0, 1002.0, 1009.0, 5000.0]), np.array([-2599.0, 1003.0, 1011.0, 5001.0])
+    pe = phase_energies(series, 4, np.arange(4), ["past", "inside", "over-end", "future"], starts + 0, ends,
+                        -2600.0, 5001.0, None)
+    assert pe.energy_j[0] == 0.0 and pe.energy_j[3] == 0.0  # no counter reading near them: nothing invented
+    assert pe.energy_j[1] == pytest.approx(300.0)
+    assert pe.energy_j[2] == pytest.approx(300.0, rel=1e-9)  # only the covered second of the two
+    assert pe.complete.tolist() == [False, True, False, False]
+    assert pe.total_complete is False
+    assert pe.total_j == pytest.approx(3000.0)
+
+
+def test_a_boundary_inside_an_update_interval_states_its_timing_uncertainty():
+    from telemetry_service.energy import phase_energies
+
+    # 300 W; each update instant known to +-2 ms (standard uncertainty): a boundary at a fraction f of an interval
+    # moves by 300 W x ((1 - f) 2 ms, f 2 ms) in quadrature; a phase has two such boundaries.
+    series = _steady_counter(1000.0, 1010.0, 300.0, err=0.002)
+    pe = phase_energies(series, 1, [0], ["p"], [1002.025], [1003.05], 1000.0, 1010.0, None)
+    one = lambda f: 300.0 * 0.002 * math.hypot(1 - f, f)  # noqa: E731
+    assert pe.energy_j[0] == pytest.approx(300.0 * 1.025)
+    assert pe.stderr_j[0] == pytest.approx(math.hypot(one(0.25), one(0.5)), rel=1e-6)
+    assert pe.located[0] == 2 and pe.timed[0] == 2

@@ -220,6 +220,10 @@ def test_a_second_daemon_on_the_same_ledger_or_port_exits_and_harms_nothing(tmp_
         same_ledger = _serve(tmp_path, path, "--simulate-gpus", "1")
         assert same_ledger.returncode != 0
         assert f"in use by another daemon (pid {d1.proc.pid})" in same_ledger.stderr
+        alias = tmp_path / "alias.db"  # the same ledger under another name
+        alias.symlink_to(path)
+        through_link = _serve(tmp_path, alias, "--simulate-gpus", "1")
+        assert through_link.returncode != 0 and "in use by another daemon" in through_link.stderr
         other_db = tmp_path / "other.db"
         same_port = subprocess.run(
             [sys.executable, "-m", "telemetry_service", "serve", "--port", str(d1.port), "--db", f"sqlite:///{other_db}"],

@@ -139,3 +139,25 @@ def test_a_gpu_lost_at_start_is_left_out_and_the_others_measured(daemon_factory)
         keys = [x["key"] for x in c.get("/api/v1/devices").json() if x["kind"] == "gpu"]
     assert "unreadable GPU 0" in health["sensors"]["simulated"]
     assert keys == ["simgpu1"]
+
+
+def test_a_restart_whose_counter_went_backwards_adds_no_phantom_energy(daemon_factory):
+    """The second life reads a counter 720 kJ lower than the first left it (a counter from another driver load),
+    a few seconds later: believing it a reset would add 720 kJ. Only what the device can draw is counted."""
+    now = time.time()
+    first = daemon_factory(trace=_trace(((1.0, 200.0),), driver_loaded_at=now - 7200.0))
+    with first.client() as c:
+        start = time.time() + 0.3
+        c.post("/api/v1/runs", json={"name": "across", "run_id": "across", "started_at": start})
+        time.sleep(1.5)
+    assert first.stop() == 0
+    second = daemon_factory(trace=_trace(((1.0, 200.0),), driver_loaded_at=now - 3600.0), port=None)
+    with second.client() as c:
+        time.sleep(1.5)
+        end = time.time() - 0.2
+        c.post("/api/v1/runs/across/stop", json={"end": end})
+        energy = c.get("/api/v1/runs/across/energy").json()
+    assert "went backwards" in second.log()
+    gpu = next(v for k, v in energy["total"]["by_device"].items() if k.endswith("simgpu0"))
+    assert gpu <= 200.0 * (end - start) * 1.05  # at most the power drawn; the restart's gap adds nothing
+    assert gpu >= 200.0 * 2.0  # both lives' energy is still there

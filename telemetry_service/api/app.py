@@ -226,15 +226,16 @@ def create_app(daemon: Daemon, token: str | None = None) -> FastAPI:
         run_summary_ = await write(lambda s: run_summary(stop(s, run_id, body, now)))
         daemon.refresh_watched_pids()
         ended = run_summary_["ended_at"]
-        await asyncio.to_thread(daemon.sampler.wait_written, ended + 0.3, SETTLE_WAIT_S)
+        written = await asyncio.to_thread(daemon.sampler.wait_written, ended + 0.3, SETTLE_WAIT_S)
 
         # The energy is computed beside the writer, not in it: a long run's answer must not hold up samples.
         total = (await asyncio.to_thread(_energy, run_id))["total"]
 
         def totals_job(session: Session) -> dict[str, Any]:
             run = get_run(session, run_id)
-            run.totals = total
-            return run_summary(run, run.totals)
+            # Totals are fixed only once the samples up to the run's end are in; until then they are computed.
+            run.totals = total if written else None
+            return run_summary(run, total)
 
         return await write(totals_job)
 

@@ -199,7 +199,7 @@ def counter_estimate(pts: CounterPoints, queries: ArrayLike, shape: PowerCurve |
     instant is wrong: by the power at u_k times (1 - f) per second of error in u_k, and by the power at u_{k+1}
     times f for u_{k+1} (f the share before q), so each stamp's uncertainty and the power at it give E(q)'s;
     an unknown stamp uncertainty is taken as a uniform one over the counter's resolution. Queries beyond the
-    first or last update extend with the power curve if there is one (reported as extrapolated), else are NaN.
+    first or last update extend with the power curve if there is one (reported as extrapolated), else hold.
     """
     q = np.asarray(queries, dtype=np.float64)
     nan = np.full(q.shape, np.nan)
@@ -223,8 +223,8 @@ def counter_estimate(pts: CounterPoints, queries: ArrayLike, shape: PowerCurve |
         extrapolated = np.where(q < u[0], before, np.where(q > u[-1], after, 0.0))
         at = np.where(q < u[0], e[0] + before, np.where(q > u[-1], e[-1] + after, inside))
         err = np.where((q < u[0]) | (q > u[-1]), np.hypot(err, np.abs(extrapolated)), err)
-    else:
-        at = np.where((q < u[0]) | (q > u[-1]), np.nan, inside)
+    else:  # nothing says what was drawn past the updates: the energy holds there
+        at = np.where(q < u[0], e[0], np.where(q > u[-1], e[-1], inside))
     return CounterEstimate(at, err, timing, extrapolated)
 
 

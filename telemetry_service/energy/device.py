@@ -72,13 +72,17 @@ class DeviceEnergy:
     holes: list[tuple[float, float]] = field(default_factory=list)
 
 
-def _power_doubt(t: FloatArray, p: FloatArray, q: FloatArray) -> FloatArray:
-    """Standard uncertainty of integrated power up to each q: the power step between the samples around q could
-    lie anywhere between them."""
+def _power_doubt(held: PowerCurve | AveragedPowerCurve, t: FloatArray, p: FloatArray, q: FloatArray) -> FloatArray:
+    """Standard uncertainty of integrated power up to each q: where the power between the two samples around q
+    went is a model (held at a boundary, or a straight line between samples); the two disagree by this much over
+    the stretch from the sample before q, taken as the bound of a uniform doubt."""
     if t.size < 2:
         return np.zeros(q.shape)
-    i = np.clip(np.searchsorted(t, q, side="right"), 1, t.size - 1)
-    return np.abs(p[i] - p[i - 1]) * (t[i] - t[i - 1]) / np.sqrt(12.0)
+    plain = power_curve(t, p)
+    i = np.clip(np.searchsorted(t, q, side="right") - 1, 0, t.size - 1)
+    before = t[i]
+    gap = (held.integral_to(q) - held.integral_to(before)) - (plain.integral_to(q) - plain.integral_to(before))
+    return np.abs(gap) / np.sqrt(3.0)
 
 
 def _without_holes(curve: PowerCurve | AveragedPowerCurve, q: FloatArray,
@@ -117,7 +121,7 @@ def device_energy_at(series: DeviceSeries, queries: ArrayLike, boundaries: Array
     covered = (float(t[0]), float(t[-1]))
     extrapolated = np.where(q < covered[0], shape.integral_to(q) - shape.integral_to(np.array([covered[0]])),
                             np.where(q > covered[1], shape.integral_to(q) - shape.integral_to(np.array([covered[1]])), 0.0))
-    err = np.hypot(_power_doubt(t, p, q), np.abs(extrapolated))
+    err = np.hypot(_power_doubt(shape, t, p, q), np.abs(extrapolated))
     return DeviceEnergy(_without_holes(shape, q, holes), err, nan, extrapolated,
                         "estimated" if estimated else "integrated", covered, holes)
 
