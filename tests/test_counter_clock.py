@@ -92,7 +92,11 @@ def _sampled_stamp_errors(fc: FakeCounter, clock: CounterClock, reads: int, ever
     """Reads as the sampler does; returns (stamp - true update instant, stated uncertainty, timing) per read."""
     out = []
     for _ in range(reads):
-        fc.sleep(every)
+        target = fc.t + every
+        while fc.t + clock.next_refine_delay() < target - 0.03:  # the clock's thread works between reads
+            fc.sleep(clock.next_refine_delay())
+            clock.refine_once()
+        fc.t = max(fc.t, target)
         clock.wait_clear_of_update()
         t0 = fc.now()
         value = fc.read()
@@ -125,7 +129,9 @@ def test_jittered_instants_and_dropped_updates_keep_the_lock_and_honest_uncertai
     rows = _sampled_stamp_errors(fc, clock, 300)
     z = np.array([abs(e) / err for e, err, _ in rows])
     assert np.mean(z < 2.0) > 0.9  # the stated uncertainty covers the error it claims to
-    assert max(abs(e) for e, _, _ in rows) < 0.02
+    # Jitter this large is beyond the grid: every update is located as an edge instead.
+    assert np.mean([timing == "edge" for _, _, timing in rows]) > 0.8
+    assert np.percentile([abs(e) for e, _, _ in rows], 90) < 0.002
 
 
 def test_a_drifting_period_is_followed():

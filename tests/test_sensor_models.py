@@ -22,12 +22,14 @@ BOUND = {
     "average-power": 0.005, "no-counter": 0.005,
     # Publication latency shifts every stamp by an amount no counter reading can reveal.
     "latency-100ms": 0.01,
-    # +-10 ms jitter on a grid stamp puts up to 3 J on the wrong side of a 300 W step.
-    "jitter-100ms": 0.03, "rough-100ms": 0.05,
+    # +-10 ms of jitter: each update is located as an edge, to a poll or two.
+    "jitter-100ms": 0.01,
+    # Part-time sensing with jitter, drops and latency besides.
+    "rough-100ms": 0.05,
     # The sensor misses three quarters of every window; the counter itself is off.
     "part-time-100ms": 0.05,
-    # A 1 s moving average interpolated across the kinks that each boundary puts in it.
-    "no-counter-average": 0.15,
+    # A 1 s moving average unrolled into energy, its bends at each boundary restored.
+    "no-counter-average": 0.03,
 }
 # Models whose error comes from what the sensor hides: the stated uncertainty cannot know it.
 BEYOND_THE_DATA = {"part-time-100ms", "rough-100ms"}

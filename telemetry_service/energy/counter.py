@@ -10,6 +10,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from telemetry_service.energy.common import FloatArray
 from telemetry_service.energy.power import AveragedPowerCurve, PowerCurve
+from telemetry_service.energy.uncertainty import Doubt
 
 
 # Without a known power limit, no device is believed to draw more than this.
@@ -127,11 +128,11 @@ def neighbour_split(update_t: FloatArray, energy: FloatArray, k: NDArray[np.int6
 
 @dataclass(frozen=True)
 class CounterEstimate:
-    """Cumulative counter energy at each query, its standard uncertainty, the worst timing state of the two
+    """Cumulative counter energy at each query, what can be wrong in it, the worst timing state of the two
     updates around it (0 edge, 1 grid, 2 read, NaN unknown), and the part of it extrapolated past the updates."""
 
     at: FloatArray
-    err: FloatArray
+    doubt: Doubt
     timing: FloatArray
     extrapolated: FloatArray
 
@@ -163,7 +164,9 @@ def _split(pts: CounterPoints, k: NDArray[np.int64], q: FloatArray, shape: Power
         use = np.isfinite(by_rate) & (width <= 3.0 * typical)
         frac = np.where(use, by_rate, frac)
         doubt = np.where(use, 0.0, doubt)
-    if shape is not None and not shape.empty:
+    # Energy unrolled from a moving average is smeared over the readings' spacing exactly where a boundary puts a
+    # kink in the average: it can place a window's energy, never split one at a boundary.
+    if isinstance(shape, PowerCurve) and not shape.empty:
         s_q, s0, s1 = shape.integral_to(q), shape.integral_to(u0), shape.integral_to(u1)
         span = s1 - s0
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -197,35 +200,42 @@ def counter_estimate(pts: CounterPoints, queries: ArrayLike, shape: PowerCurve |
 
     Between two updates u_k < q < u_{k+1} the increment is split as `_split` says. E(q) moves when an update's
     instant is wrong: by the power at u_k times (1 - f) per second of error in u_k, and by the power at u_{k+1}
-    times f for u_{k+1} (f the share before q), so each stamp's uncertainty and the power at it give E(q)'s;
-    an unknown stamp uncertainty is taken as a uniform one over the counter's resolution. Queries beyond the
+    times f for u_{k+1} (f the share before q); these coefficients and each stamp's uncertainty (an unknown one
+    is taken as uniform over the counter's resolution) are kept in the `Doubt`, so that figures sharing a stamp
+    are not over-stated. Queries beyond the
     first or last update extend with the power curve if there is one (reported as extrapolated), else hold.
     """
     q = np.asarray(queries, dtype=np.float64)
     nan = np.full(q.shape, np.nan)
     if pts.size < 2:
         at = np.where(q == pts.u[0], pts.e[0], np.nan) if pts.size else nan
-        return CounterEstimate(at, nan.copy(), nan.copy(), np.zeros(q.shape))
+        return CounterEstimate(at, Doubt(np.zeros(q.shape, dtype=np.int64), np.zeros(q.shape)), nan.copy(),
+                               np.zeros(q.shape))
     u, e = pts.u, pts.e
     k = np.clip(np.searchsorted(u, q, side="right") - 1, 0, u.size - 2)
-    frac, doubt = _split(pts, k, q, shape, np.asarray(boundaries, dtype=np.float64))
+    frac, model = _split(pts, k, q, shape, np.asarray(boundaries, dtype=np.float64))
     inside = e[k] + frac * (e[k + 1] - e[k])
     stamp_err = np.where(np.isfinite(pts.err), pts.err, (pts.resolution() or 0.0) / np.sqrt(12.0))
     power = _local_power(pts, shape)
-    timing_err = np.hypot(power[k] * (1.0 - frac) * stamp_err[k], power[k + 1] * frac * stamp_err[k + 1])
-    err = np.hypot(timing_err, doubt)
+    beyond = (q < u[0]) | (q > u[-1])
+    # Past the updates E(q) rests on the first or last one alone (it moves with that instant at the power there).
+    c0 = np.where(beyond, 0.0, -power[k] * (1.0 - frac))
+    c1 = np.where(beyond, 0.0, -power[k + 1] * frac)
+    c0 = np.where(q < u[0], -power[0], c0)
+    c1 = np.where(q > u[-1], -power[-1], c1)
+    segment = np.where(q < u[0], -1, np.where(q > u[-1], u.size, k))
     timing = np.fmax(pts.timing[k], pts.timing[k + 1])
     extrapolated = np.zeros(q.shape)
-    at = inside
     if shape is not None and not shape.empty:
         before = shape.integral_to(q) - shape.integral_to(u[0])
         after = shape.integral_to(q) - shape.integral_to(u[-1])
         extrapolated = np.where(q < u[0], before, np.where(q > u[-1], after, 0.0))
         at = np.where(q < u[0], e[0] + before, np.where(q > u[-1], e[-1] + after, inside))
-        err = np.where((q < u[0]) | (q > u[-1]), np.hypot(err, np.abs(extrapolated)), err)
+        model = np.where(beyond, np.abs(extrapolated), model)  # a guess from power alone: as uncertain as it is large
     else:  # nothing says what was drawn past the updates: the energy holds there
         at = np.where(q < u[0], e[0], np.where(q > u[-1], e[-1], inside))
-    return CounterEstimate(at, err, timing, extrapolated)
+        model = np.where(beyond, 0.0, model)
+    return CounterEstimate(at, Doubt(segment, model, k, c0, c1, stamp_err), timing, extrapolated)
 
 
 def counter_energy_at(update_t: FloatArray, energy: FloatArray, queries: ArrayLike,

@@ -12,6 +12,7 @@ from telemetry_service.energy.common import FloatArray, Method, clean_readings, 
 from telemetry_service.energy.counter import CounterPoints, counter_estimate, distinct_points
 from telemetry_service.energy.partition import Partition, innermost_partition
 from telemetry_service.energy.power import AveragedPowerCurve, PowerCurve, averaged_power_curve, power_curve
+from telemetry_service.energy.uncertainty import Doubt, difference_variance
 
 
 def _empty() -> FloatArray:
@@ -59,12 +60,12 @@ class DeviceSeries:
 
 @dataclass(frozen=True)
 class DeviceEnergy:
-    """Cumulative energy at each requested instant with its standard uncertainty, the timing state behind it
+    """Cumulative energy at each requested instant with what can be wrong in it, the timing state behind it
     (counter only), the part extrapolated past the data, how it was found, the span the data speaks for, and
     the holes inside it that got no energy."""
 
     at: FloatArray
-    err: FloatArray
+    doubt: Doubt
     timing: FloatArray
     extrapolated: FloatArray
     method: Method | None
@@ -107,22 +108,25 @@ def device_energy_at(series: DeviceSeries, queries: ArrayLike, boundaries: Array
     q = np.asarray(queries, dtype=np.float64)
     shape: PowerCurve | AveragedPowerCurve | None = None
     if series.power_t.size:
-        shape = averaged_power_curve(series.power_t, series.power_w, power_window_s) if power_window_s \
-            else power_curve(series.power_t, series.power_w, boundaries)
+        shape = averaged_power_curve(series.power_t, series.power_w, power_window_s, boundaries=boundaries) \
+            if power_window_s else power_curve(series.power_t, series.power_w, boundaries)
     pts = series.points()
     if pts.size >= 2:
         est = counter_estimate(pts, q, shape, boundaries)
-        return DeviceEnergy(est.at, est.err, est.timing, est.extrapolated, "counter", (float(pts.u[0]), float(pts.u[-1])))
+        return DeviceEnergy(est.at, est.doubt, est.timing, est.extrapolated, "counter",
+                            (float(pts.u[0]), float(pts.u[-1])))
     nan = np.full(q.shape, np.nan)
     if shape is None or shape.empty:
-        return DeviceEnergy(nan, nan.copy(), nan.copy(), np.zeros(q.shape), None, None)
+        return DeviceEnergy(nan, Doubt(np.zeros(q.shape, dtype=np.int64), nan.copy()), nan.copy(), np.zeros(q.shape),
+                            None, None)
     t, p = clean_readings(series.power_t, series.power_w)
     holes = holes or []
     covered = (float(t[0]), float(t[-1]))
     extrapolated = np.where(q < covered[0], shape.integral_to(q) - shape.integral_to(np.array([covered[0]])),
                             np.where(q > covered[1], shape.integral_to(q) - shape.integral_to(np.array([covered[1]])), 0.0))
-    err = np.hypot(_power_doubt(shape, t, p, q), np.abs(extrapolated))
-    return DeviceEnergy(_without_holes(shape, q, holes), err, nan, extrapolated,
+    segment = np.searchsorted(t, q, side="right")
+    doubt = Doubt(segment, np.hypot(_power_doubt(shape, t, p, q), np.abs(extrapolated)))
+    return DeviceEnergy(_without_holes(shape, q, holes), doubt, nan, extrapolated,
                         "estimated" if estimated else "integrated", covered, holes)
 
 
@@ -175,12 +179,14 @@ def phase_energies(series: DeviceSeries, n_names: int, name_idx: ArrayLike, name
     if span is not None:
         queries = np.clip(queries, span[0] - reach, span[1] + reach)
     de = device_energy_at(series, queries, boundaries, estimated, power_window_s, holes)
-    at, err, timing, extra = (a[inverse] for a in (de.at, de.err, de.timing, de.extrapolated))
+    at, timing, extra = (a[inverse] for a in (de.at, de.timing, de.extrapolated))
+    doubt = de.doubt.take(inverse)
     k = s.size
     per = at[k:2 * k] - at[:k]
     ok = np.isfinite(per)
     energy = np.bincount(idx[ok], weights=per[ok], minlength=n_names).astype(np.float64)
-    var = np.bincount(idx[ok], weights=(err[:k] ** 2 + err[k:2 * k] ** 2)[ok], minlength=n_names)
+    pairs = np.arange(k)[ok]
+    var = difference_variance(doubt, pairs, pairs + k, idx[ok], n_names)
     if estimated:  # utilisation x TDP is a model, not a measurement: a third either way
         var = var + (0.3 * energy) ** 2
     stderr = np.sqrt(var)
@@ -205,7 +211,8 @@ def phase_energies(series: DeviceSeries, n_names: int, name_idx: ArrayLike, name
         complete[:] = False
         total_complete = False
     total = float(at[-1] - at[-2])
-    total_err = float(np.hypot(err[-1], err[-2]))
+    last = np.array([at.size - 1])
+    total_err = float(np.sqrt(difference_variance(doubt, last - 1, last, np.zeros(1, dtype=np.int64), 1)[0]))
     if estimated:
         total_err = float(np.hypot(total_err, 0.3 * total))
     attribution = _attribute(series, idx, names, s, e, t0, t1, counts, resolution, de.method, power_window_s,

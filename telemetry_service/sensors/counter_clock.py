@@ -47,8 +47,10 @@ RECENT_WATCHES = 20
 MAX_WINDOW_PERIODS = 0.4
 # The longest first burst: long enough for four edges of a 200 ms counter, with some dropped.
 ACQUIRE_S = 1.5
+# Updates jittering by more than this many polls (standard deviation) are each located as an edge.
+JITTER_TRACKED_POLLS = 2.0
 # Located edges remembered for `edge` stamps.
-RECENT_EDGES = 16
+RECENT_EDGES = 64
 
 
 @dataclass(frozen=True)
@@ -365,7 +367,9 @@ class CounterClock:
         if grid is None:
             return self.acquire()
         now = self._now()
-        n_ahead = max(1, math.ceil((now - grid.anchor) / grid.period) + 1)
+        # The first update whose watch window still lies ahead (the window widens a little with n: once more).
+        window = self._window(grid, max(1, math.ceil((now - grid.anchor) / grid.period) + 1))
+        n_ahead = max(1, math.ceil((now + window - grid.anchor) / grid.period))
         predicted = grid.anchor + n_ahead * grid.period
         window = self._window(grid, n_ahead)
         if window > MAX_WINDOW_PERIODS * grid.period:
@@ -404,11 +408,12 @@ class CounterClock:
 
     def next_refine_delay(self) -> float:
         """Refine again before the accumulated period error would widen the window much past the jitter; at
-        once after a missed update, to tell a dropped update from a wrong grid."""
+        once after a missed update, to tell a dropped update from a wrong grid; and at once, watching every
+        update, where the updates jitter more than two polls: the grid cannot place those, only their edges can."""
         grid = self.grid
         if grid is None:
             return self.period or 0.1
-        if self._misses:
+        if self._misses or grid.jitter > JITTER_TRACKED_POLLS * self.poll:
             return 0.0
         if grid.period_err <= 0:
             return self.max_refine_every
