@@ -15,7 +15,7 @@ from telemetry_service.energy import PhaseEnergies, combine_methods, overlaps, p
 from telemetry_service.gaps import coarse_stretches, daemon_downtime, device_gaps, gap_threshold, power_holes
 from telemetry_service.run_share import PhaseArrays, add_run_share
 from telemetry_service.store.blocks import load_series
-from telemetry_service.store.models import Device, Node, Phase, Run, RunMember
+from telemetry_service.store.models import Device, Phase, Run
 from telemetry_service.store.raw import fetch_tuples
 
 # Samples this far outside a run still matter: the counter updates that bracket its first and last instants.

@@ -14,8 +14,8 @@ import random
 import numpy as np
 import pytest
 
-from telemetry_service.sensors.counter_clock import (
-    CounterClock,
+from telemetry_service.sensors.counter_clock import CounterClock
+from telemetry_service.sensors.counter_grid import (
     Edge,
     Grid,
     LastStamp,
