@@ -245,13 +245,21 @@ class Sampler:
         readings = self.processes.read()
         readings += self.processes.watch(pids)
         gpu_mem: dict[int, dict[str, int]] = {}
+        gpu_sm: dict[int, dict[str, float]] = {}
         for state in self.devices.values():
             if state.latest is not None:
                 for pid, used in state.latest.processes.items():
                     gpu_mem.setdefault(pid, {})[state.info.key] = used
+                for pid, sm_s in (state.latest.process_sm_s or {}).items():
+                    gpu_sm.setdefault(pid, {})[state.info.key] = sm_s
         rows = [{"node_id": self.node_id, "pid": p.pid, "t": p.t, "cpu_percent": p.cpu_percent,
-                 "rss_bytes": p.rss_bytes, "gpu_mem_bytes": gpu_mem.get(p.pid) or None, "cpu_time_s": p.cpu_time_s}
-                for p in readings]
+                 "rss_bytes": p.rss_bytes, "gpu_mem_bytes": gpu_mem.get(p.pid) or None,
+                 "gpu_sm_s": gpu_sm.get(p.pid) or None, "cpu_time_s": p.cpu_time_s} for p in readings]
+        # The GPUs' other processes too: a run's share of a GPU is over every process that used it.
+        now, followed = time.time(), {p.pid for p in readings}
+        rows += [{"node_id": self.node_id, "pid": pid, "t": now, "cpu_percent": None, "rss_bytes": None,
+                  "gpu_mem_bytes": gpu_mem.get(pid), "gpu_sm_s": sm, "cpu_time_s": None}
+                 for pid, sm in gpu_sm.items() if pid not in followed]
         with self._lock:
             self._pending_procs.extend(rows)
 
