@@ -3,6 +3,12 @@ answers, the simulated binding's per-process utilisation, and the NVML sensor's 
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
 import numpy as np
 import pynvml
 import pytest
@@ -12,6 +18,7 @@ from telemetry_service.process_share import Cumulative
 from telemetry_service.sensors.nvml import NvmlSensor
 from telemetry_service.sensors.simulated import GpuProcess, SimulatedGpu, SimulatedNvml, StepTrace
 from telemetry_service.sensors.simulated.binding import PROCESS_SAMPLE_US
+from tests.daemon_proc import DaemonProcess
 
 
 def _sm(*points: tuple[float, float]) -> Cumulative:
@@ -144,3 +151,59 @@ def test_a_gpu_without_per_process_utilisation_has_none(monkeypatch: pytest.Monk
     monkeypatch.setattr(nvml, "nvmlDeviceGetProcessUtilization", unsupported)
     reading = NvmlSensor(nvml, source="simulated", track_counter=False).read()[0]
     assert reading.process_sm_s is None and reading.processes == {101: 2**30}
+
+
+# --- a real daemon --------------------------------------------------------------------------------------------
+SPAN_S = 6.0
+
+
+def _run(c: object, run_id: str, pid: int, t0: float) -> None:
+    c.post("/api/v1/runs", json={"name": run_id, "run_id": run_id, "pid": pid,  # type: ignore[attr-defined]
+                                 "started_at": t0}).raise_for_status()
+
+
+def _finish(c: object, run_id: str, t0: float, t1: float) -> dict:
+    c.post(f"/api/v1/runs/{run_id}/phases",  # type: ignore[attr-defined]
+           json=[{"name": "work", "start": t0, "end": t1}]).raise_for_status()
+    c.post(f"/api/v1/runs/{run_id}/stop", json={"end": t1}).raise_for_status()  # type: ignore[attr-defined]
+    return c.get(f"/api/v1/runs/{run_id}/energy").json()  # type: ignore[attr-defined]
+
+
+def test_two_runs_on_one_gpu_split_its_active_energy_by_sm_use(
+        daemon_factory: Callable[..., DaemonProcess], tmp_path: Path) -> None:
+    sleepers = [subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) for _ in range(2)]
+    try:
+        big, small = (p.pid for p in sleepers)
+        # Idle seconds between busy ones, so the GPU's idle draw is seen; the two processes share its SMs 70/30.
+        gpu = {"trace": {"steps": [[1.0, 60.0], [2.0, 460.0]], "anchor": 0.0}, "counter": True,
+               "processes": [{"pid": big, "sm_share": 0.7}, {"pid": small, "sm_share": 0.3}]}
+        d = daemon_factory(trace={"gpus": [gpu]}, env={"TELEMETRY_RAPL_ROOT": str(tmp_path / "no-rapl")})
+        with d.client() as c:
+            time.sleep(1.5)  # a first per-process reading of the GPU, so the runs' first seconds count
+            t0 = time.time()
+            _run(c, "big", big, t0)
+            _run(c, "small", small, t0)
+            time.sleep(SPAN_S + 1.0)
+            t1 = t0 + SPAN_S
+            a, b = _finish(c, "big", t0, t1), _finish(c, "small", t0, t1)
+    finally:
+        for p in sleepers:
+            p.kill()
+            p.wait()
+    dev = next(k for k in a["total"]["by_device"] if k.endswith("gpu0"))  # a simulated GPU is simgpuN
+    assert a["shared_devices"][dev] == ["small"] and b["shared_devices"][dev] == ["big"]
+    idle = a["run_share"]["idle_w"][dev]["power_w"]
+    assert 0 < idle < 460.0
+    active = a["total"]["by_device"][dev] - idle * SPAN_S
+    assert active > 0
+    mine, theirs = a["run_share"]["by_device"][dev], b["run_share"]["by_device"][dev]
+    assert mine + theirs == pytest.approx(active, rel=0.02)
+    assert mine / (mine + theirs) == pytest.approx(0.7, abs=0.03)
+    for answer in (a, b):
+        assert answer["run_share"]["methods"][dev] == "gpu-sm-share"
+        assert answer["run_share"]["idle_policy"] == "excluded"
+        assert not [n for n in answer["notes"] if n.get("device") == dev]
+    assert a["run_share"]["gpu_sm_share"][dev] == pytest.approx(0.7, abs=0.03)
+    # The phase spans the run: most of its share is the GPU's (the processes only sleep on the CPU).
+    phase_a, phase_b = a["phases"][0]["run_share_j"], b["phases"][0]["run_share_j"]
+    assert phase_a / (phase_a + phase_b) == pytest.approx(0.7, abs=0.05)
