@@ -169,14 +169,17 @@ def _finish(c: object, run_id: str, t0: float, t1: float) -> dict:
     return c.get(f"/api/v1/runs/{run_id}/energy").json()  # type: ignore[attr-defined]
 
 
-def test_two_runs_on_one_gpu_split_its_active_energy_by_sm_use(
-        daemon_factory: Callable[..., DaemonProcess], tmp_path: Path) -> None:
+def _two_runs(daemon_factory: Callable[..., DaemonProcess], tmp_path: Path,
+              shares: tuple[float, float] | None) -> tuple[dict, dict]:
+    """Two runs over the same span, each one process on the one simulated GPU, using the given shares of its
+    SMs (None: the GPU lists no processes)."""
     sleepers = [subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) for _ in range(2)]
     try:
         big, small = (p.pid for p in sleepers)
-        # Idle seconds between busy ones, so the GPU's idle draw is seen; the two processes share its SMs 70/30.
-        gpu = {"trace": {"steps": [[1.0, 60.0], [2.0, 460.0]], "anchor": 0.0}, "counter": True,
-               "processes": [{"pid": big, "sm_share": 0.7}, {"pid": small, "sm_share": 0.3}]}
+        # Idle seconds between busy ones, so the GPU's idle draw is seen.
+        gpu: dict = {"trace": {"steps": [[1.0, 60.0], [2.0, 460.0]], "anchor": 0.0}, "counter": True}
+        if shares is not None:
+            gpu["processes"] = [{"pid": big, "sm_share": shares[0]}, {"pid": small, "sm_share": shares[1]}]
         d = daemon_factory(trace={"gpus": [gpu]}, env={"TELEMETRY_RAPL_ROOT": str(tmp_path / "no-rapl")})
         with d.client() as c:
             time.sleep(1.5)  # a first per-process reading of the GPU, so the runs' first seconds count
@@ -185,11 +188,16 @@ def test_two_runs_on_one_gpu_split_its_active_energy_by_sm_use(
             _run(c, "small", small, t0)
             time.sleep(SPAN_S + 1.0)
             t1 = t0 + SPAN_S
-            a, b = _finish(c, "big", t0, t1), _finish(c, "small", t0, t1)
+            return _finish(c, "big", t0, t1), _finish(c, "small", t0, t1)
     finally:
         for p in sleepers:
             p.kill()
             p.wait()
+
+
+def test_two_runs_on_one_gpu_split_its_active_energy_by_sm_use(
+        daemon_factory: Callable[..., DaemonProcess], tmp_path: Path) -> None:
+    a, b = _two_runs(daemon_factory, tmp_path, (0.7, 0.3))
     dev = next(k for k in a["total"]["by_device"] if k.endswith("gpu0"))  # a simulated GPU is simgpuN
     assert a["shared_devices"][dev] == ["small"] and b["shared_devices"][dev] == ["big"]
     idle = a["run_share"]["idle_w"][dev]["power_w"]
@@ -207,3 +215,14 @@ def test_two_runs_on_one_gpu_split_its_active_energy_by_sm_use(
     # The phase spans the run: most of its share is the GPU's (the processes only sleep on the CPU).
     phase_a, phase_b = a["phases"][0]["run_share_j"], b["phases"][0]["run_share_j"]
     assert phase_a / (phase_a + phase_b) == pytest.approx(0.7, abs=0.05)
+
+
+def test_a_shared_gpu_without_per_process_use_counts_whole_for_each_run_and_says_so(
+        daemon_factory: Callable[..., DaemonProcess], tmp_path: Path) -> None:
+    a, b = _two_runs(daemon_factory, tmp_path, None)
+    dev = next(k for k in a["total"]["by_device"] if k.endswith("gpu0"))
+    for answer in (a, b):
+        assert answer["shared_devices"][dev]
+        assert answer["run_share"]["by_device"][dev] == answer["total"]["by_device"][dev]
+        assert answer["run_share"]["methods"][dev] == "whole" and dev not in answer["run_share"]["gpu_sm_share"]
+        assert [n for n in answer["notes"] if n.get("device") == dev and "counted whole" in n["note"]]
