@@ -1,12 +1,15 @@
-"""The run's share beside the node figure in the energy answer: loads the CPU-second series of the node and of
-the run's processes, and applies process_share's math to the CPU devices' energy already in the answer.
+"""The run's share beside the node figure in the energy answer: loads the CPU-second and SM-second series of
+the node and of the run's processes, and applies process_share's and gpu_share's math to the devices' energy
+already in the answer.
 
-CPU and DRAM energy is split by CPU time (DRAM follows the cores that drive it); GPUs are the run's whole, as
-in the node figure. Every figure names its attribution: "node" (all the devices' energy) or "run-share".
+CPU and DRAM energy is split by CPU time (DRAM follows the cores that drive it); a GPU the run shares with other
+runs is split by SM time; a GPU of its own is the run's whole, as in the node figure. Every figure names its
+attribution: "node" (all the devices' energy) or "run-share", and each device its method in the share.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,6 +17,7 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from telemetry_service.gpu_share import sm_share
 from telemetry_service.process_share import (IDLE_POLICY, Cumulative, Share, active_energy, cpu_share,
                                              observed_idle_w, total_increment, trapezoid_cumulative)
 from telemetry_service.store.blocks import load_series
@@ -60,6 +64,41 @@ def _node_cpu(session: Session, run: Run, node_id: int, t0: float, t1: float) ->
     return NodeCpu(Cumulative.of(*zip(*busy)), procs)
 
 
+@dataclass(frozen=True)
+class GpuSm:
+    """SM-seconds on one GPU the run shares: its processes', every process's, and the GPU's cumulative energy."""
+
+    run: list[Cumulative]
+    every: list[Cumulative]
+    energy_j: Cumulative
+    idle_w: float
+
+    def share(self, starts: Any, ends: Any) -> Share | None:
+        return sm_share(self.run, self.every, self.energy_j, self.idle_w, starts, ends)
+
+
+def _gpu_sm(session: Session, run: Run, dev: Any, idle_w: float, t0: float, t1: float) -> GpuSm | None:
+    """None where no process's SM use on the GPU is on record over the run (the GPU cannot tell, or an older
+    daemon wrote the samples)."""
+    lo, hi = t0 - MARGIN_S, t1 + MARGIN_S
+    rows = fetch_tuples(session, select(ProcessSample.pid, ProcessSample.t, ProcessSample.gpu_sm_s).where(
+        ProcessSample.node_id == dev.node_id, ProcessSample.t >= lo, ProcessSample.t <= hi,
+        ProcessSample.gpu_sm_s.is_not(None)))
+    points: dict[int, list[tuple[float, float]]] = {}
+    for pid, t, raw in rows:
+        sm = json.loads(raw) if isinstance(raw, str) else raw  # raw rows: SQLite gives JSON text, psycopg a dict
+        if sm and dev.key in sm:  # a JSON null is not an SQL NULL
+            points.setdefault(pid, []).append((t, float(sm[dev.key])))
+    if not points:
+        return None
+    series = {pid: Cumulative.of(*zip(*p)) for pid, p in points.items()}
+    mine = {m.pid for m in run.members if m.node_id == dev.node_id}
+    s = load_series(session, dev.device_pk, lo, hi)
+    energy = Cumulative.of(s.counter_t, s.counter_j) if s.counter_t.size else \
+        Cumulative.of(s.power_t, trapezoid_cumulative(s.power_t, s.power_w))
+    return GpuSm([c for pid, c in series.items() if pid in mine], list(series.values()), energy, idle_w)
+
+
 def _idle_w(session: Session, dev: Any, t0: float, t1: float) -> tuple[float, str]:
     known = session.scalar(select(Device.idle_power_w).where(Device.id == dev.device_pk))
     if known is not None:
@@ -74,7 +113,29 @@ def _share(cpu: NodeCpu, starts: Any, ends: Any) -> Share | None:
     return cpu_share(total_increment(cpu.procs, starts, ends), total_increment([cpu.busy], starts, ends))
 
 
-def _phase_share_j(answer: dict[str, Any], devices: list[Any], cpus: dict[int, NodeCpu], idle: dict[str, float],
+NO_SHARE = Share(0.0, 0.0, 0.0)
+
+
+@dataclass(frozen=True)
+class Splits:
+    """What each device is split by: CPU seconds per node; SM seconds per shared GPU, with the run's share over
+    its whole span (for a phase in which no process used the SMs)."""
+
+    cpus: dict[int, NodeCpu]
+    gpus: dict[str, tuple[GpuSm, Share]]
+
+    def share(self, dev: Any, starts: Any, ends: Any) -> Share | None:
+        """The run's share of the device's active energy over the intervals; None where it counts whole."""
+        if dev.kind in SHARED_KINDS:
+            cpu = self.cpus.get(dev.node_id)
+            return (_share(cpu, starts, ends) if cpu is not None else None) or NO_SHARE
+        if dev.id not in self.gpus:
+            return None
+        gpu, whole_run = self.gpus[dev.id]
+        return gpu.share(starts, ends) or whole_run
+
+
+def _phase_share_j(answer: dict[str, Any], devices: list[Any], splits: Splits, idle: dict[str, float],
                    ph: PhaseArrays) -> None:
     for j, row in enumerate(answer["phases"]):
         total = 0.0
@@ -82,17 +143,37 @@ def _phase_share_j(answer: dict[str, Any], devices: list[Any], cpus: dict[int, N
             e = row["by_device"].get(dev.id)
             if e is None:
                 continue
-            if dev.kind not in SHARED_KINDS:
+            mine = (ph.name == j) & (ph.node == dev.node_id)
+            share = splits.share(dev, ph.start[mine], ph.end[mine])
+            if share is None:
                 total += e
                 continue
-            mine = (ph.name == j) & (ph.node == dev.node_id)
-            cpu = cpus.get(dev.node_id)
-            share = _share(cpu, ph.start[mine], ph.end[mine]) if cpu is not None else None
             dur = float(np.sum(ph.end[mine] - ph.start[mine]))
-            total += active_energy(e, idle[dev.id], dur) * (share.value if share is not None else 0.0)
+            total += active_energy(e, idle[dev.id], dur) * share.value
         row["attribution"] = "node"
         row["run_share_j"] = total
         row["run_share_attribution"] = "run-share"
+
+
+def _shared_gpus(session: Session, run: Run, answer: dict[str, Any], devices: list[Any], t0: float, t1: float,
+                 idle: dict[str, tuple[float, str]]) -> dict[str, tuple[GpuSm, Share]]:
+    """The GPUs shared with other runs that can be split by SM use (their idle power added to `idle`); the
+    others count whole for each run, and the answer says so."""
+    out: dict[str, tuple[GpuSm, Share]] = {}
+    for dev in devices:
+        if dev.kind != "gpu" or dev.id not in answer["total"]["by_device"] or dev.id not in answer["shared_devices"]:
+            continue
+        idle_w = _idle_w(session, dev, t0, t1)
+        gpu = _gpu_sm(session, run, dev, idle_w[0], t0, t1)
+        share = gpu.share([t0], [t1]) if gpu is not None else None
+        if gpu is None or share is None:
+            answer["notes"].append({"device": dev.id, "note": "shared with other runs, but no process's use of its "
+                                    "SMs is on record (per-process utilisation not supported, or no samples): "
+                                    "counted whole for this run, as for each run sharing it"})
+            continue
+        out[dev.id] = (gpu, share)
+        idle[dev.id] = idle_w
+    return out
 
 
 def add_run_share(session: Session, run: Run, answer: dict[str, Any], devices: list[Any], ph: PhaseArrays,
@@ -111,24 +192,29 @@ def add_run_share(session: Session, run: Run, answer: dict[str, Any], devices: l
         answer["notes"].append({"note": "no CPU seconds of the run's processes on record: run share unavailable"})
         return
     idle = {d.id: _idle_w(session, d, t0, t1) for d in shared}
+    splits = Splits(cpus, _shared_gpus(session, run, answer, devices, t0, t1, idle))
     out: dict[str, float] = {}
-    shares: dict[str, float] = {}
+    methods: dict[str, str] = {}
+    cpu_shares: dict[str, float] = {}
     uncertainty = 0.0
     for dev in devices:
         if dev.id not in by_device:
             continue
-        if dev.kind not in SHARED_KINDS:
-            out[dev.id] = by_device[dev.id]
+        share = splits.share(dev, [t0], [t1])
+        if share is None:
+            out[dev.id], methods[dev.id] = by_device[dev.id], "whole"
             continue
-        share = _share(cpus[dev.node_id], [t0], [t1])
         active = active_energy(by_device[dev.id], idle[dev.id][0], t1 - t0)
-        out[dev.id] = active * (share.value if share is not None else 0.0)
-        uncertainty += active * (share.half_width if share is not None else 0.0)
-        shares[dev.node] = share.value if share is not None else 0.0
+        out[dev.id] = active * share.value
+        uncertainty += active * share.half_width
+        methods[dev.id] = "process-cpu-time" if dev.kind in SHARED_KINDS else "gpu-sm-share"
+        if dev.kind in SHARED_KINDS:
+            cpu_shares[dev.node] = share.value
     answer["run_share"] = {
         "energy_j": float(sum(out.values())), "by_device": out, "method": "process-cpu-time",
-        "attribution": "run-share", "idle_policy": IDLE_POLICY, "uncertainty_j": uncertainty,
-        "cpu_time_share": shares,
+        "methods": methods, "attribution": "run-share", "idle_policy": IDLE_POLICY, "uncertainty_j": uncertainty,
+        "cpu_time_share": cpu_shares,
+        "gpu_sm_share": {k: share.value for k, (_, share) in splits.gpus.items()},
         "idle_w": {k: {"power_w": w, "source": src} for k, (w, src) in idle.items()},
     }
-    _phase_share_j(answer, devices, cpus, {k: w for k, (w, _) in idle.items()}, ph)
+    _phase_share_j(answer, devices, splits, {k: w for k, (w, _) in idle.items()}, ph)

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from telemetry_service.energy import counter_increment
 from telemetry_service.sensors.base import DeviceInfo, PartialReadError, Reading, Sensor
-from telemetry_service.sensors.processes import ProcessWatcher
+from telemetry_service.sensors.processes import ProcessReading, ProcessWatcher
 from telemetry_service.store.blocks import reopen_before
 from telemetry_service.store.models import Device, Node, ProcessSample, Sample, SamplerSession
 from telemetry_service.store.writer import Writer
@@ -92,6 +92,7 @@ class Sampler:
         self.stats = SamplerStats()
         self.processes = ProcessWatcher()
         self._pids: set[int] = set()
+        self._tree_sm: dict[int, dict[str, dict[int, float]]] = {}  # followed pid -> GPU -> its tree's SM-seconds
         self._pending: list[dict[str, Any]] = []
         self._pending_procs: list[dict[str, Any]] = []
         self._lock = threading.Lock()
@@ -245,15 +246,33 @@ class Sampler:
         readings = self.processes.read()
         readings += self.processes.watch(pids)
         gpu_mem: dict[int, dict[str, int]] = {}
+        gpu_sm: dict[int, dict[str, float]] = {}
         for state in self.devices.values():
             if state.latest is not None:
                 for pid, used in state.latest.processes.items():
                     gpu_mem.setdefault(pid, {})[state.info.key] = used
+                for pid, sm_s in (state.latest.process_sm_s or {}).items():
+                    gpu_sm.setdefault(pid, {})[state.info.key] = sm_s
         rows = [{"node_id": self.node_id, "pid": p.pid, "t": p.t, "cpu_percent": p.cpu_percent,
-                 "rss_bytes": p.rss_bytes, "gpu_mem_bytes": gpu_mem.get(p.pid) or None, "cpu_time_s": p.cpu_time_s}
-                for p in readings]
+                 "rss_bytes": p.rss_bytes, "gpu_mem_bytes": gpu_mem.get(p.pid) or None,
+                 "gpu_sm_s": self._tree_sm_s(p, gpu_sm), "cpu_time_s": p.cpu_time_s} for p in readings]
+        self._tree_sm = {pid: v for pid, v in self._tree_sm.items() if pid in pids}
+        # The GPUs' other processes too: a run's share of a GPU is over every process that used it.
+        now, counted = time.time(), {q for p in readings for q in (p.pid, *p.descendants)}
+        rows += [{"node_id": self.node_id, "pid": pid, "t": now, "cpu_percent": None, "rss_bytes": None,
+                  "gpu_mem_bytes": gpu_mem.get(pid), "gpu_sm_s": sm, "cpu_time_s": None}
+                 for pid, sm in gpu_sm.items() if pid not in counted]
         with self._lock:
             self._pending_procs.extend(rows)
+
+    def _tree_sm_s(self, p: ProcessReading, gpu_sm: dict[int, dict[str, float]]) -> dict[str, float] | None:
+        """SM-seconds of a followed process and its descendants per GPU; a worker that has ended keeps its last
+        figure, so the sum never goes back."""
+        tree = self._tree_sm.setdefault(p.pid, {})
+        for pid in (p.pid, *p.descendants):
+            for key, sm_s in gpu_sm.get(pid, {}).items():
+                tree.setdefault(key, {})[pid] = sm_s
+        return {key: sum(by_pid.values()) for key, by_pid in tree.items()} or None
 
     def _flush(self, final: bool = False) -> None:
         with self._lock:

@@ -169,3 +169,38 @@ def test_0006_adds_the_cpu_seconds_columns_empty_on_old_rows_and_goes_back(tmp_p
         kept = {t: n for t, n in row_counts(conn).items() if t in before and t not in derived}
         assert kept == {t: n for t, n in before.items() if t not in derived}
     engine.dispose()
+
+
+def test_0007_adds_the_sm_seconds_column_empty_on_old_rows_and_goes_back(tmp_path: Path) -> None:
+    """From 0006 with data: the column arrives nullable and empty (the old run's GPU, shared with no run,
+    stays its whole); downgrading to 0006 removes it and keeps the rows."""
+    from alembic import command
+
+    url = _url(tmp_path)
+    engine = make_engine(url)
+    ledger_at(engine, "0006")
+    with engine.connect() as conn:
+        before = row_counts(conn)
+        assert "gpu_sm_s" not in _columns(conn, "process_samples")
+    engine.dispose()
+
+    engine, sessions = open_ledger(url)
+    with engine.connect() as conn:
+        assert "gpu_sm_s" in _columns(conn, "process_samples")
+        assert conn.execute(text("SELECT COUNT(*) FROM process_samples WHERE gpu_sm_s IS NOT NULL")).scalar_one() == 0
+    with sessions() as session:
+        answer = run_energy(session, get_run(session, RUN_ID))
+    check_energy(answer)
+    assert answer["run_share"]["energy_j"] == answer["total"]["energy_j"]
+
+    with engine.connect() as conn:
+        conn.exec_driver_sql("PRAGMA foreign_keys=OFF")
+        conn.commit()
+        command.downgrade(alembic_config(conn), "0006")
+        conn.commit()
+    derived = {"sample_blocks", "block_watermarks"}
+    with engine.connect() as conn:
+        assert "gpu_sm_s" not in _columns(conn, "process_samples")
+        kept = {t: n for t, n in row_counts(conn).items() if t in before and t not in derived}
+        assert kept == {t: n for t, n in before.items() if t not in derived}
+    engine.dispose()

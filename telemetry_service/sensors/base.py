@@ -49,6 +49,9 @@ class Reading:
     power_limit_w: float | None = None
     cpu_busy_s: float | None = None  # host only: cumulative busy CPU seconds over all cores
     processes: dict[int, int] = field(default_factory=dict)  # pid -> GPU memory bytes
+    # pid -> cumulative SM-seconds (SM % / 100 x seconds) on this GPU since the daemon began reading it: a
+    # cumulative survives thinning and missed reads, as CPU seconds do. None where the GPU cannot tell.
+    process_sm_s: dict[int, float] | None = None
 
 
 class PartialReadError(RuntimeError):

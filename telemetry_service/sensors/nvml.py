@@ -44,6 +44,12 @@ class _Gpu:
         self._instant_failing = False
         self._power_limit_w: float | None = None
         self._processes: dict[int, int] = {}
+        # Per-process SM use: the driver's newest sample seen (µs), when it was read, and each pid's SM-seconds.
+        self._sm_seen_us = int(time.time() * 1e6)
+        self._sm_read_at: float | None = None
+        self._sm_s: dict[int, float] = {}
+        self._sm_supported = True
+        self._process_sm_s: dict[int, float] | None = None
         self.info = DeviceInfo(
             key=f"{key_prefix}{index}", kind="gpu", source=source, energy_counter=self.has_counter, name=self.name,
             index=index, uuid=self.uuid,
@@ -134,10 +140,36 @@ class _Gpu:
             self._power_limit_w = None if limit is None else limit / 1000.0
             procs = self._optional(lambda: nvml.nvmlDeviceGetComputeRunningProcesses(h)) or []
             self._processes = {int(p.pid): int(p.usedGpuMemory or 0) for p in procs}
+            self._process_sm_s = self._read_process_sm(reading.t)
             self._slow_read_at = reading.t
         reading.power_limit_w = self._power_limit_w
         reading.processes = self._processes
+        reading.process_sm_s = self._process_sm_s
         return reading
+
+    def _read_process_sm(self, now: float) -> dict[int, float] | None:
+        """Cumulative SM-seconds of each process on the GPU, from nvmlDeviceGetProcessUtilization's samples since
+        the last read: the time since then is split evenly over the driver's sampling instants, so a process seen
+        in half of them at 60 % gets 0.3 of it. None on a GPU that cannot tell."""
+        if not self._sm_supported:
+            return None
+        try:
+            samples = self.nvml.nvmlDeviceGetProcessUtilization(self.handle, self._sm_seen_us)
+        except pynvml.NVMLError_NotSupported:
+            self._sm_supported = False
+            return None
+        except pynvml.NVMLError_NotFound:
+            samples = []  # nothing ran on the SMs since the last read
+        elapsed = 0.0 if self._sm_read_at is None else now - self._sm_read_at  # the first read is a baseline
+        self._sm_read_at = now
+        instants = {int(s.timeStamp) for s in samples}
+        for s in samples:
+            self._sm_s[int(s.pid)] = self._sm_s.get(int(s.pid), 0.0) + s.smUtil / 100.0 * elapsed / len(instants)
+        if instants:
+            self._sm_seen_us = max(instants)
+        # Processes holding the GPU without running on it yet get their zero, so their first seconds count.
+        present = self._processes.keys() | {int(s.pid) for s in samples}
+        return {pid: self._sm_s.setdefault(pid, 0.0) for pid in present}
 
 
 class NvmlSensor:

@@ -17,18 +17,19 @@ class ProcessReading:
     cpu_percent: float | None
     rss_bytes: int | None
     cpu_time_s: float | None = None  # user + system of the process and all its descendants, cumulative
+    descendants: tuple[int, ...] = ()  # live ones: a launcher's GPU workers are the run's as its CPU time is
 
 
 def _own(times: Any) -> float:
     return times.user + times.system
 
 
-def tree_cpu_seconds(proc: psutil.Process) -> float:
+def tree_cpu_seconds(proc: psutil.Process, children: list[psutil.Process] | None = None) -> float:
     """CPU seconds of a process, of its children it has waited for, and of its live descendants (DataLoader
-    workers, spawned helpers): the CPU time that is the run's."""
+    workers, spawned helpers; listed here unless given): the CPU time that is the run's."""
     times = proc.cpu_times()
     total = _own(times) + times.children_user + times.children_system
-    for child in proc.children(recursive=True):
+    for child in proc.children(recursive=True) if children is None else children:
         try:
             # A live child's reaped children are counted by it; its own time joins the parent's when it is reaped.
             c = child.cpu_times()
@@ -74,11 +75,13 @@ class ProcessWatcher:
         with proc.oneshot():
             # Never backwards: a child reaped by someone else (re-parented) takes its seconds with it, and the
             # time it used stays used.
-            cpu_s = max(tree_cpu_seconds(proc), self._cpu_s.get(pid, 0.0))
+            children = proc.children(recursive=True)
+            cpu_s = max(tree_cpu_seconds(proc, children), self._cpu_s.get(pid, 0.0))
             self._cpu_s[pid] = cpu_s
             percent = proc.cpu_percent(None)  # the first call only sets psutil's baseline
             return ProcessReading(pid=pid, t=t, cpu_percent=None if prime else percent,
-                                  rss_bytes=proc.memory_info().rss, cpu_time_s=cpu_s)
+                                  rss_bytes=proc.memory_info().rss, cpu_time_s=cpu_s,
+                                  descendants=tuple(c.pid for c in children))
 
     def _forget(self, pid: int) -> None:
         self._procs.pop(pid, None)

@@ -129,6 +129,8 @@ class ProcessSample(Base):
     rss_bytes: Mapped[int | None] = mapped_column(BigInteger)
     gpu_mem_bytes: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # device key -> bytes
     cpu_time_s: Mapped[float | None] = mapped_column(Float)  # cumulative CPU seconds, descendants included
+    # device key -> cumulative SM-seconds (SM % / 100 x s); rows of GPU processes of no run have only these.
+    gpu_sm_s: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
 
 class SamplerSession(Base):

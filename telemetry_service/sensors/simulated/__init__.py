@@ -13,11 +13,11 @@ Nothing outside this package reads a profile or the truth, except tests and benc
 """
 
 from telemetry_service.sensors.simulated.binding import SimulatedNvml
-from telemetry_service.sensors.simulated.gpu import SimulatedGpu
+from telemetry_service.sensors.simulated.gpu import GpuProcess, SimulatedGpu
 from telemetry_service.sensors.simulated.profiles import DEFAULT_PROFILE, PROFILES, SensorProfile
 from telemetry_service.sensors.simulated.replay import ReplayGpu
 from telemetry_service.sensors.simulated.spec import load_gpus
 from telemetry_service.sensors.simulated.traces import TRAINING_PATTERN, LiveTrace, StepTrace
 
-__all__ = ["DEFAULT_PROFILE", "PROFILES", "TRAINING_PATTERN", "LiveTrace", "ReplayGpu", "SensorProfile",
+__all__ = ["DEFAULT_PROFILE", "PROFILES", "TRAINING_PATTERN", "GpuProcess", "LiveTrace", "ReplayGpu", "SensorProfile",
            "SimulatedGpu", "SimulatedNvml", "StepTrace", "load_gpus"]

@@ -14,6 +14,12 @@ from typing import Any, Protocol
 
 import pynvml
 
+from telemetry_service.sensors.simulated.gpu import GpuProcess
+
+# The driver samples each process's utilisation on its own schedule and keeps a short history of the samples.
+PROCESS_SAMPLE_US = 200_000
+PROCESS_HISTORY_US = 10_000_000
+
 
 class GpuModel(Protocol):
     """What the binding needs of a simulated GPU (`SimulatedGpu`, `ReplayGpu`)."""
@@ -21,6 +27,7 @@ class GpuModel(Protocol):
     name: str
     memory_total: int
     power_limit_w: float
+    processes: tuple[GpuProcess, ...]
 
     def check(self, t: float) -> None: ...
 
@@ -44,6 +51,15 @@ class _Util:
     def __init__(self, gpu: int, memory: int) -> None:
         self.gpu = gpu
         self.memory = memory
+
+
+class _ProcessInfo:
+    """Like c_nvmlProcessInfo_t."""
+
+    def __init__(self, pid: int, used: int) -> None:
+        self.pid = pid
+        self.usedGpuMemory = used
+        self.gpuInstanceId = self.computeInstanceId = 0xFFFFFFFF
 
 
 class _Memory:
@@ -134,10 +150,34 @@ class SimulatedNvml:
                 values[i].nvmlReturn = pynvml.NVML_SUCCESS
         return values
 
+    @staticmethod
+    def _busy(gpu: GpuModel, t: float) -> float:
+        """The fraction of time the SMs are busy, following the power drawn."""
+        return min(1.0, gpu.load_w(t) / gpu.power_limit_w)
+
     def nvmlDeviceGetUtilizationRates(self, handle: _Handle) -> _Util:
-        gpu = self._gpu(handle)
-        share = min(1.0, gpu.load_w(self.now()) / gpu.power_limit_w)
+        share = self._busy(self._gpu(handle), self.now())
         return _Util(gpu=int(100 * share), memory=int(60 * share))
+
+    def nvmlDeviceGetProcessUtilization(self, handle: _Handle, timeStamp: int) -> list[Any]:
+        """The samples taken after `timeStamp` (µs) still in the driver's history, one per running process per
+        sampling instant, each process getting its share of the SMs' busy time; NotFound when there are none."""
+        gpu = self._gpu(handle)
+        now_us = int(self.now() * 1e6)
+        first = max(timeStamp, now_us - PROCESS_HISTORY_US) // PROCESS_SAMPLE_US + 1
+        out = []
+        for k in range(first, now_us // PROCESS_SAMPLE_US + 1):
+            at = k * PROCESS_SAMPLE_US / 1e6
+            busy = self._busy(gpu, at)
+            for p in gpu.processes:
+                if p.active(at):
+                    s = pynvml.c_nvmlProcessUtilizationSample_t()
+                    s.pid, s.timeStamp = p.pid, k * PROCESS_SAMPLE_US
+                    s.smUtil, s.memUtil = round(100 * p.sm_share * busy), round(60 * p.sm_share * busy)
+                    out.append(s)
+        if not out:
+            raise pynvml.NVMLError(pynvml.NVML_ERROR_NOT_FOUND)
+        return out
 
     def nvmlDeviceGetMemoryInfo(self, handle: _Handle) -> _Memory:
         gpu = self._gpu(handle)
@@ -178,8 +218,9 @@ class SimulatedNvml:
         raise pynvml.NVMLError(pynvml.NVML_ERROR_NOT_SUPPORTED)
 
     def nvmlDeviceGetComputeRunningProcesses(self, handle: _Handle) -> list[Any]:
-        self._gpu(handle)
-        return []
+        gpu = self._gpu(handle)
+        t = self.now()
+        return [_ProcessInfo(p.pid, p.memory_bytes) for p in gpu.processes if p.active(t)]
 
     def nvmlDeviceGetGraphicsRunningProcesses(self, handle: _Handle) -> list[Any]:
         self._gpu(handle)

@@ -33,6 +33,20 @@ def boot_time() -> float:
     return float(psutil.boot_time())
 
 
+@dataclass(frozen=True)
+class GpuProcess:
+    """A process on a simulated GPU: its share of the SMs' busy time while it runs, from `start` to `end`."""
+
+    pid: int
+    sm_share: float
+    start: float = float("-inf")
+    end: float = float("inf")
+    memory_bytes: int = 2**30
+
+    def active(self, t: float) -> bool:
+        return self.start <= t < self.end
+
+
 @dataclass
 class SimulatedGpu:
     trace: Trace
@@ -47,6 +61,7 @@ class SimulatedGpu:
     failures: tuple[tuple[float, float], ...] = ()  # the GPU is unreadable over these intervals
     memory_total: int = 80 * 2**30
     power_limit_w: float = 700.0
+    processes: tuple[GpuProcess, ...] = ()  # none: the GPU lists no processes, as before processes were simulated
 
     def __post_init__(self) -> None:
         if self.seed is None:

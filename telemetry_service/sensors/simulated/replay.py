@@ -52,6 +52,7 @@ class ReplayGpu:
     failures: tuple[tuple[float, float], ...] = ()
     memory_total: int = 80 * 2**30
     power_limit_w: float = 700.0
+    processes: tuple[Any, ...] = ()  # recordings hold no processes
 
     def __post_init__(self) -> None:
         self._t0 = np.asarray(self.reads["t0"], dtype=np.float64)

@@ -5,7 +5,8 @@
                "profile": "part-time-100ms",          # this GPU's, overriding the default
                "counter": true, "counter_period_s": 0.1, "power": "instant" | "average",  # profile overrides
                "counter_phase_s": unix_s, "seed": int, "driver_loaded_at": unix_s, "sensing_from": unix_s,
-               "resets": [unix_s, ...], "failures": [[from, to], ...], "name": str},
+               "resets": [unix_s, ...], "failures": [[from, to], ...], "name": str,
+               "processes": [{"pid": int, "sm_share": 0.7, "from": unix_s, "to": unix_s, "memory_bytes": int}]},
               {"replay": {"file": "trace.json.gz", "gpu": 0, "start_at": unix_s}}]}
 
 A file that is itself a recording (`joulemeter-nvml-trace/1`) replays every GPU it holds.
@@ -19,7 +20,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from telemetry_service.sensors.simulated.gpu import SimulatedGpu
+from telemetry_service.sensors.simulated.gpu import GpuProcess, SimulatedGpu
 from telemetry_service.sensors.simulated.profiles import DEFAULT_PROFILE, SensorProfile, profile
 from telemetry_service.sensors.simulated.replay import FORMAT, GZIP_MAGIC, ReplayGpu, read_recording, replay_gpus
 from telemetry_service.sensors.simulated.traces import TRAINING_PATTERN, StepTrace
@@ -51,9 +52,16 @@ def _gpu_from_spec(spec: dict[str, Any], index: int, default_profile: str, base:
         name=str(spec.get("name", "Simulated GPU")),
         resets=tuple(float(t) for t in spec.get("resets", ())),
         failures=tuple((float(a), float(b)) for a, b in spec.get("failures", ())),
+        processes=tuple(_process_from_spec(p) for p in spec.get("processes", ())),
         # Without these, they are fixed per boot and GPU index: the counter runs on across daemon restarts.
         **{name: cast(spec[key]) for key, name, cast in _GPU_KEYS if spec.get(key) is not None},
     )
+
+
+def _process_from_spec(spec: dict[str, Any]) -> GpuProcess:
+    return GpuProcess(pid=int(spec["pid"]), sm_share=float(spec["sm_share"]),
+                      start=float(spec.get("from", float("-inf"))), end=float(spec.get("to", float("inf"))),
+                      memory_bytes=int(spec.get("memory_bytes", 2**30)))
 
 
 def _replay_from_spec(spec: dict[str, Any], base: Path) -> ReplayGpu:
