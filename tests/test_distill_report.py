@@ -135,6 +135,7 @@ def test_phase_table_shows_each_uncertainty_and_footnotes_partial_and_simulated_
     whole["phases"] = [r for r in whole["phases"] if r["name"] != "custom"]
     caption = " ".join(_render(phase_table(whole, "Energy per phase")).split())
     assert "Partial:" not in caption and "SIMULATED" not in caption
+    assert "±" not in _render(phase_table(_energy(100.0, 5.0), "Energy per phase"))  # none given, none claimed
 
 
 def test_comparison_carries_the_node_figures_uncertainty_and_says_a_run_share_has_none() -> None:

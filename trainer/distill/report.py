@@ -45,8 +45,8 @@ def joules_pm(value: float | None, uncertainty: float | None) -> str:
     return f"{show(value)}\n± {u if float(u.replace(',', '')) else '<' + show(10.0 ** -places)}"
 
 
-def _footnotes(incomplete: bool, simulated: bool) -> str:
-    notes = ["±: standard uncertainty."]
+def _footnotes(uncertain: bool, incomplete: bool, simulated: bool) -> str:
+    notes = ["±: standard uncertainty."] if uncertain else []
     if incomplete:
         notes.append("Partial: some figures leave out time the samples do not cover.")
     if simulated:
@@ -66,7 +66,8 @@ def phase_table(energy: dict[str, Any], title: str) -> Table:
     table = _table(title, "Phases nest (indented under their parent). short: shorter than the stored data "
                           "resolves, so known only over many repeats; partial: samples do not cover all of it; "
                           "extrap.: over 1 % carried past the samples. "
-                   + _footnotes(incomplete, bool(energy.get("simulated"))))
+                   + _footnotes(any(r.get("uncertainty_j") is not None for r in [t, *rows.values()]), incomplete,
+                                bool(energy.get("simulated"))))
     for col in ["phase", "count", "time s", "energy J", "avg W", "% run", "method", "note"]:
         table.add_column(col, justify="left" if col in ("phase", "method", "note") else "right",
                          no_wrap=col != "note", overflow="fold")
@@ -124,7 +125,9 @@ def comparison_table(rows: list[dict[str, Any]], title: str = "Comparison") -> T
     caption += " " + _attribution_note(rows, name)
     if any(r.get("attribution") == "run-share" for r in rows):
         caption += " A run share has no ± (the daemon gives none per phase)."
-    caption += " " + _footnotes(any(not r.get("complete", True) for r in rows), any(r["simulated"] for r in rows))
+    uncertain = any(r.get(k) is not None for r in rows
+                    for k in ("train_uncertainty_j", "inference_uncertainty_per_1k", "total_with_teacher_uncertainty_j"))
+    caption += " " + _footnotes(uncertain, any(not r.get("complete", True) for r in rows), any(r["simulated"] for r in rows))
     table = _table(title, caption)
     for col in ["model", "acc.", "F1", "params", "train J", "J/example", "+teacher J", "J/1k inf."]:
         table.add_column(col, justify="left" if col == "model" else "right", no_wrap=True)

@@ -94,7 +94,7 @@ export function deviceTable(energy, deviceInfo) {
         return h("tr", { dataset: { device: d.id, source: d.source, method: d.method || "", simulated: String(Boolean(d.simulated)) } },
           h("td", null, h("strong", null, info ? info.name : d.id), h("div", { class: "sub mono" }, d.id, info && info.uuid ? ` · ${info.uuid}` : "")),
           h("td", null, KIND_LABEL[d.kind] || d.kind),
-          h("td", null, sourceBadge(d.simulated ? "simulated" : d.source)),
+          h("td", null, sourceBadge(d.source)),
           h("td", null, d.energy_counter ? `yes${d.update_period_s ? `, updates every ${fmt.duration(d.update_period_s)}` : ""}` : "no"),
           h("td", null, methodBadge(d.method)),
           h("td", { class: "num", dataset: { field: "timing_quality" } }, d.timing_quality == null ? fmt.DASH : fmt.pct(d.timing_quality, 0)),
