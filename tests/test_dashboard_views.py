@@ -10,8 +10,8 @@ import pytest
 from playwright.sync_api import Page, Route, expect
 
 from tests.daemon_proc import DaemonProcess
-from tests.dashboard_fixtures import (HIGH_W, LOW_W, STEP_S, SeededLedger, browser, page, parse_quantity, parse_uncertainty,
-                                      screenshot, seeded)
+from tests.dashboard_fixtures import (HIGH_W, LOW_W, STEP_S, SeededLedger, browser, page, parse_quantity,
+                                      parse_uncertainty, screenshot, seeded)
 
 __all__ = ["browser", "page", "seeded"]  # fixtures used below
 
@@ -35,7 +35,8 @@ def test_runs_page_lists_the_runs_with_their_energy(page: Page, seeded: SeededLe
         assert float(cell.get_attribute("data-energy-j")) == totals["energy_j"]
         # The figure to the decimal place of its uncertainty, which is printed beside it.
         assert float(cell.get_attribute("data-uncertainty")) == totals["uncertainty_j"]
-        assert parse_quantity(cell.inner_text()) == pytest.approx(totals["energy_j"], rel=1e-3, abs=totals["uncertainty_j"] / 10)
+        assert parse_quantity(cell.inner_text()) == pytest.approx(totals["energy_j"], rel=1e-3,
+                                                                  abs=totals["uncertainty_j"] / 10)
         assert parse_uncertainty(cell.inner_text()) == pytest.approx(totals["uncertainty_j"], rel=0.05, abs=1e-3)
         assert "kWh" in cell.inner_text()
     screenshot(page, "runs")
@@ -70,7 +71,8 @@ def test_run_page_draws_phase_bands_and_shows_the_api_energy_per_phase(page: Pag
         expect(cell.locator(".pm-none")).to_have_text("± n/a")
     shown = page.locator("td[data-field='total_energy_j']")
     assert float(shown.get_attribute("data-value")) == pytest.approx(energy["run_share"]["energy_j"])
-    assert parse_uncertainty(shown.inner_text()) == pytest.approx(energy["run_share"]["uncertainty_j"], rel=0.05, abs=1e-3)
+    assert parse_uncertainty(shown.inner_text()) == pytest.approx(energy["run_share"]["uncertainty_j"], rel=0.05,
+                                                                  abs=1e-3)
     expect(page.locator(".stat[data-stat='energy'] .stat-value")).to_have_text(shown.inner_text())
     expect(page.locator(".stat[data-stat='energy'] .stat-sub .badge")).to_have_text(
         "complete" if energy["total"]["complete"] else "incomplete")
@@ -245,7 +247,8 @@ def test_compare_view_shows_both_runs_metrics_and_the_scatter(page: Page, seeded
         energy_cell = table.locator("tr[data-row='energy'] td").nth(col - 1)
         assert float(energy_cell.get_attribute("data-value")) == run["totals"]["energy_j"]
         assert float(energy_cell.get_attribute("data-uncertainty")) == run["totals"]["uncertainty_j"]
-        assert parse_uncertainty(energy_cell.inner_text()) == pytest.approx(run["totals"]["uncertainty_j"], rel=0.05, abs=1e-3)
+        want_u = run["totals"]["uncertainty_j"]
+        assert parse_uncertainty(energy_cell.inner_text()) == pytest.approx(want_u, rel=0.05, abs=1e-3)
         low = api(seeded, f"runs/{run_id}/energy")["phases"]
         low_cell = table.locator("tr[data-row='phase:low'] td").nth(col - 1)
         want = next(p["uncertainty_j"] for p in low if p["name"] == "low")

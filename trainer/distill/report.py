@@ -125,15 +125,17 @@ def comparison_table(rows: list[dict[str, Any]], title: str = "Comparison") -> T
     caption += " " + _attribution_note(rows, name)
     if any(r.get("attribution") == "run-share" for r in rows):
         caption += " A run share has no ± (the daemon gives none per phase)."
-    uncertain = any(r.get(k) is not None for r in rows
-                    for k in ("train_uncertainty_j", "inference_uncertainty_per_1k", "total_with_teacher_uncertainty_j"))
-    caption += " " + _footnotes(uncertain, any(not r.get("complete", True) for r in rows), any(r["simulated"] for r in rows))
+    keys = ("train_uncertainty_j", "inference_uncertainty_per_1k", "total_with_teacher_uncertainty_j")
+    uncertain = any(r.get(k) is not None for r in rows for k in keys)
+    incomplete = any(not r.get("complete", True) for r in rows)
+    caption += " " + _footnotes(uncertain, incomplete, any(r["simulated"] for r in rows))
     table = _table(title, caption)
     for col in ["model", "acc.", "F1", "params", "train J", "J/example", "+teacher J", "J/1k inf."]:
         table.add_column(col, justify="left" if col == "model" else "right", no_wrap=True)
     for r in rows:
         table.add_row(name(r), f"{r['accuracy']:.4f}", f"{r['f1']:.4f}", _params(r["parameters"]),
-                      joules_pm(r["train_energy_j"], r.get("train_uncertainty_j")), _num(r["train_j_per_sample"], ".3g"),
+                      joules_pm(r["train_energy_j"], r.get("train_uncertainty_j")),
+                      _num(r["train_j_per_sample"], ".3g"),
                       joules_pm(r["total_with_teacher_j"], r.get("total_with_teacher_uncertainty_j")),
                       joules_pm(r["inference_j_per_1k"], r.get("inference_uncertainty_per_1k")))
     return table
