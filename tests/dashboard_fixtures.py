@@ -68,12 +68,23 @@ def trace_spec(anchor: float, gpus: int = 2) -> dict[str, Any]:
     return {"gpus": [{"trace": trace, "counter": i == 0} for i in range(gpus)]}
 
 
+QUANTITY = re.compile(r"\s*(-?[\d.,]+(?:e-?\d+)?)\s*(?:±\s*<?([\d.,]+)\s*)?([kMGTm]?)([JW])")
+SCALE = {"": 1.0, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "m": 1e-3}
+
+
 def parse_quantity(text: str) -> float:
-    """'1.234 kJ' -> 1234.0, '625.6 W' -> 625.6: reads back what the dashboard printed."""
-    m = re.match(r"\s*(-?[\d.,]+(?:e-?\d+)?)\s*([kMGTm]?)([JW])", text)
+    """'1.234 kJ' -> 1234.0, '625.6 W' -> 625.6, '1.117 ± 0.047 kJ' -> 1117.0: reads back what the dashboard
+    printed."""
+    m = QUANTITY.match(text)
     assert m, f"not a quantity: {text!r}"
-    scale = {"": 1.0, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "m": 1e-3}[m.group(2)]
-    return float(m.group(1).replace(",", "")) * scale
+    return float(m.group(1).replace(",", "")) * SCALE[m.group(3)]
+
+
+def parse_uncertainty(text: str) -> float:
+    """'1.117 ± 0.047 kJ' -> 47.0: the uncertainty printed beside a figure, in the figure's unit."""
+    m = QUANTITY.match(text)
+    assert m and m.group(2), f"no uncertainty in: {text!r}"
+    return float(m.group(2).replace(",", "")) * SCALE[m.group(3)]
 
 
 @dataclass

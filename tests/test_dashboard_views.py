@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from urllib.parse import parse_qs, urlparse
 
 import httpx
 import pytest
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Page, Route, expect
 
 from tests.daemon_proc import DaemonProcess
-from tests.dashboard_fixtures import HIGH_W, LOW_W, STEP_S, SeededLedger, browser, page, parse_quantity, screenshot, seeded
+from tests.dashboard_fixtures import (HIGH_W, LOW_W, STEP_S, SeededLedger, browser, page, parse_quantity,
+                                      parse_uncertainty, screenshot, seeded)
 
 __all__ = ["browser", "page", "seeded"]  # fixtures used below
 
@@ -29,9 +31,13 @@ def test_runs_page_lists_the_runs_with_their_energy(page: Page, seeded: SeededLe
         row = page.locator(f"tr[data-run-id='{run_id}']")
         expect(row.locator(".run-link")).to_have_text(runs[run_id]["name"])
         expect(row.locator(".status")).to_have_text("completed")
-        cell = row.locator("td[data-energy-j]")
-        assert float(cell.get_attribute("data-energy-j")) == runs[run_id]["totals"]["energy_j"]
-        assert parse_quantity(cell.inner_text()) == pytest.approx(runs[run_id]["totals"]["energy_j"], rel=1e-3)
+        cell, totals = row.locator("td[data-energy-j]"), runs[run_id]["totals"]
+        assert float(cell.get_attribute("data-energy-j")) == totals["energy_j"]
+        # The figure to the decimal place of its uncertainty, which is printed beside it.
+        assert float(cell.get_attribute("data-uncertainty")) == totals["uncertainty_j"]
+        assert parse_quantity(cell.inner_text()) == pytest.approx(totals["energy_j"], rel=1e-3,
+                                                                  abs=totals["uncertainty_j"] / 10)
+        assert parse_uncertainty(cell.inner_text()) == pytest.approx(totals["uncertainty_j"], rel=0.05, abs=1e-3)
         assert "kWh" in cell.inner_text()
     screenshot(page, "runs")
 
@@ -61,9 +67,15 @@ def test_run_page_draws_phase_bands_and_shows_the_api_energy_per_phase(page: Pag
     for p in energy["phases"]:
         cell = page.locator(f"#phase-energy tbody tr[data-phase='{p['name']}'] td[data-field='energy_j']")
         assert float(cell.get_attribute("data-value")) == pytest.approx(p["run_share_j"])
+        # The daemon gives no uncertainty for a phase's run share: said so, not made up.
+        expect(cell.locator(".pm-none")).to_have_text("± n/a")
     shown = page.locator("td[data-field='total_energy_j']")
     assert float(shown.get_attribute("data-value")) == pytest.approx(energy["run_share"]["energy_j"])
+    assert parse_uncertainty(shown.inner_text()) == pytest.approx(energy["run_share"]["uncertainty_j"], rel=0.05,
+                                                                  abs=1e-3)
     expect(page.locator(".stat[data-stat='energy'] .stat-value")).to_have_text(shown.inner_text())
+    expect(page.locator(".stat[data-stat='energy'] .stat-sub .badge")).to_have_text(
+        "complete" if energy["total"]["complete"] else "incomplete")
     toggle.click()
     expect(section).to_have_attribute("data-attribution", "node")
     expect(toggle).to_have_text("Show the run's share")
@@ -92,6 +104,17 @@ def test_run_page_draws_phase_bands_and_shows_the_api_energy_per_phase(page: Pag
     expect(prov.locator(f"tr[data-device='{gpu0}']")).to_have_attribute("data-method", "counter")
     expect(prov.locator(f"tr[data-device='{gpu1}']")).to_have_attribute("data-method", "integrated")
     expect(prov.locator(f"tr[data-device='{gpu1}'] .badge-simulated")).to_be_visible()
+    for d in energy["devices"]:
+        row = prov.locator(f"tr[data-device='{d['id']}']")
+        expect(row).to_have_attribute("data-simulated", "true" if d["simulated"] else "false")
+        cell = row.locator("td[data-field='energy_j']")
+        assert float(cell.get_attribute("data-uncertainty")) == d["uncertainty_j"]
+        assert "±" in cell.inner_text()
+        tq = row.locator("td[data-field='timing_quality']")
+        expect(tq).to_have_text("—" if d["timing_quality"] is None else f"{100 * d['timing_quality']:.0f} %")
+        expect(row.locator("td[data-field='resolution_s']")).to_contain_text("ms")
+        expect(row.locator("td[data-field='complete']")).to_have_text("complete" if d["complete"] else "incomplete")
+        expect(row.locator("td[data-field='holes']")).to_have_text(str(len(d["holes"])))
 
     # Known answers first (the markers sent and the square wave played), then the page against the API. The
     # energy's accuracy is the daemon's own tests' business; here the 100 W and 300 W halves must show apart.
@@ -111,7 +134,15 @@ def test_run_page_draws_phase_bands_and_shows_the_api_energy_per_phase(page: Pag
         assert float(value["avg_power_w"].get_attribute("data-value")) == p["avg_power_w"]
         assert float(value["share"].get_attribute("data-value")) == pytest.approx(p["energy_j"] / total)
         assert value["method"].get_attribute("data-value") == p["method"]
-        assert parse_quantity(value["energy_j"].inner_text()) == pytest.approx(p["energy_j"], rel=1e-3)
+        u = p["uncertainty_j"]
+        assert float(value["energy_j"].get_attribute("data-uncertainty")) == u
+        assert parse_quantity(value["energy_j"].inner_text()) == pytest.approx(p["energy_j"], rel=1e-3, abs=u / 10)
+        assert parse_uncertainty(value["energy_j"].inner_text()) == pytest.approx(u, rel=0.05, abs=1e-3)
+        # Provenance: timing quality where a counter times the boundaries, SIMULATED GPUs behind every row here.
+        expect(value["method"].locator(".timing")).to_have_text(f"timing {100 * p['timing_quality']:.0f} %")
+        expect(value["method"].locator(".badge-simulated")).to_have_text("simulated")
+        less = u / p["energy_j"] > 0.05
+        expect(row).to_have_attribute("data-less-certain", "true" if less else "false")
         assert parse_quantity(value["avg_power_w"].inner_text()) == pytest.approx(p["avg_power_w"], rel=1e-3)
         assert value["share"].inner_text().strip() == f"{100 * p['energy_j'] / total:.1f} %"
     shown_total = page.locator("td[data-field='total_energy_j']")
@@ -119,6 +150,51 @@ def test_run_page_draws_phase_bands_and_shows_the_api_energy_per_phase(page: Pag
     expect(page.locator(".stat[data-stat='energy'] .stat-value")).to_have_text(shown_total.inner_text())
     expect(page.locator(".metric[data-metric='accuracy'] .metric-v")).to_have_text("0.913")
     screenshot(page, "run")
+
+
+def test_a_less_certain_figure_is_marked_and_says_why(page: Page, seeded: SeededLedger) -> None:
+    """The answer as a run with a poorly timed, partly extrapolated phase and a hole would give it (the
+    simulated devices time every boundary): the page marks that row and says why, and only that row."""
+    gpu0 = f"{seeded.node}/simgpu0"
+
+    def degraded(route: Route) -> None:
+        response = route.fetch()
+        answer = response.json()
+        answer["run_share"] = None  # the node figure, with its uncertainty, is shown first
+        for p in answer["phases"]:
+            p["run_share_j"] = None
+            p["uncertainty_j"] = 0.01 * p["energy_j"]
+        low = next(p for p in answer["phases"] if p["name"] == "low")
+        low.update(uncertainty_j=0.2 * low["energy_j"], uncertainty_by_device={gpu0: 0.2 * low["energy_j"]},
+                   timing_quality=0.25, extrapolated_j=0.05 * low["energy_j"], complete=False, short=True)
+        answer["total"]["complete"] = False
+        dev = next(d for d in answer["devices"] if d["id"] == gpu0)
+        dev.update(complete=False, holes=[{"start": low["duration_s"], "end": low["duration_s"] + 0.1}] * 2)
+        route.fulfill(response=response, body=json.dumps(answer))
+
+    page.route("**/api/v1/runs/teacher-1/energy", degraded)
+    page.goto(f"{seeded.daemon.url}/#/run/teacher-1")
+    low = page.locator("#phase-energy tbody tr[data-phase='low']")
+    expect(low).to_have_attribute("data-less-certain", "true")
+    expect(low).to_have_class("less-certain")
+    why = low.get_attribute("title")
+    assert why is not None and "20.0 % of the figure" in why
+    for reason in ("simgpu0 (± ", "low timing quality: 25 %", "5.0 % extrapolated",
+                   "shorter than the stored data resolves", "not fully covered"):
+        assert reason in why, (reason, why)
+    prov = low.locator("td[data-field='method'] .badge")
+    assert prov.all_inner_texts()[:1] == ["less certain"]
+    assert {"incomplete", "extrapolated", "short", "simulated"} <= set(prov.all_inner_texts())
+    expect(low.locator(".timing")).to_have_text("timing 25 %")
+    for name in ("epoch", "high"):
+        row = page.locator(f"#phase-energy tbody tr[data-phase='{name}']")
+        expect(row).to_have_attribute("data-less-certain", "false")
+        assert "less certain" not in row.inner_text() and "extrapolated" not in row.inner_text()
+    expect(page.locator(".stat[data-stat='energy'] .stat-sub .badge-warn")).to_have_text("incomplete")
+    device = page.locator(f".provenance-table tr[data-device='{gpu0}']")
+    expect(device.locator("td[data-field='complete']")).to_have_text("incomplete")
+    expect(device.locator("td[data-field='holes']")).to_have_text("2")
+    screenshot(page, "run-less-certain")
 
 
 def test_zoom_asks_the_daemon_for_the_window_it_shows(page: Page, seeded: SeededLedger) -> None:
@@ -170,6 +246,13 @@ def test_compare_view_shows_both_runs_metrics_and_the_scatter(page: Page, seeded
             expect(table.locator(f"tr[data-row='metric:{key}'] td").nth(col - 1)).to_have_text(str(want))
         energy_cell = table.locator("tr[data-row='energy'] td").nth(col - 1)
         assert float(energy_cell.get_attribute("data-value")) == run["totals"]["energy_j"]
+        assert float(energy_cell.get_attribute("data-uncertainty")) == run["totals"]["uncertainty_j"]
+        want_u = run["totals"]["uncertainty_j"]
+        assert parse_uncertainty(energy_cell.inner_text()) == pytest.approx(want_u, rel=0.05, abs=1e-3)
+        low = api(seeded, f"runs/{run_id}/energy")["phases"]
+        low_cell = table.locator("tr[data-row='phase:low'] td").nth(col - 1)
+        want = next(p["uncertainty_j"] for p in low if p["name"] == "low")
+        assert parse_uncertainty(low_cell.inner_text()) == pytest.approx(want, rel=0.05, abs=1e-3)
     expect(page.locator(".scatter .pt")).to_have_count(2)
     expect(page.locator(".metric-select")).to_have_value("accuracy")
     page.select_option(".metric-select", "f1")

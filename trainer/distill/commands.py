@@ -48,8 +48,6 @@ def _print_outcomes(console: Console, job: Job, outcomes: list[cmp.Outcome], url
     rows = cmp.summarise(outcomes)
     console.print(report.comparison_table(rows, f"Comparison on {job.data.source} ({len(job.data.eval)} held-out "
                                                 f"examples, {job.device}, {job.precision.name})"))
-    if any(r["simulated"] for r in rows):
-        console.print("Figures include simulated GPUs: they show the method, they are not measurements.")
     if any(r["train_method"] == "estimated" for r in rows):
         console.print("CPU energy is an estimate (utilisation × TDP): RAPL is not readable on this machine.")
     cmp.write_results(results, job, outcomes, rows, url)

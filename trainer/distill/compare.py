@@ -93,15 +93,29 @@ def distilled_outcome(job: Job, factory: TelemetryFactory) -> Outcome:
     return _measured(job, "distilled", student, factory, trainee, job.teacher)
 
 
-def phase_energy(energy: dict[str, Any] | None, name: str) -> tuple[float | None, str | None]:
+@dataclass
+class Figure:
+    """One phase's energy as the comparison uses it, with how far to trust it."""
+    energy_j: float | None = None
+    method: str | None = None
+    uncertainty_j: float | None = None  # standard uncertainty; None where the daemon gives none
+    complete: bool = True
+
+
+def phase_energy(energy: dict[str, Any] | None, name: str) -> Figure:
     """Energy (J) of all intervals of phase `name` in a run, and the method behind it: the run's own share
     where the daemon gives one (an unrelated process on the node must not move the comparison), else the
-    node figure."""
+    node figure. The daemon gives an uncertainty for the node figure only."""
     for row in (energy or {}).get("phases", []):
         if row["name"] == name:
             value = row.get("run_share_j")
-            return (row.get("energy_j") if value is None else value), row.get("method")
-    return None, None
+            return Figure(row.get("energy_j") if value is None else value, row.get("method"),
+                          row.get("uncertainty_j") if value is None else None, row.get("complete") is not False)
+    return Figure()
+
+
+def _scaled(value: float | None, factor: float) -> float | None:
+    return None if value is None else value * factor
 
 
 def attribution(energy: dict[str, Any] | None) -> str:
@@ -114,26 +128,33 @@ def summarise(outcomes: list[Outcome]) -> list[dict[str, Any]]:
     """One row per model: quality, size and energy. Training energy is what the `epoch` phases cost (training,
     per-epoch eval and checkpoints; model loading is not counted); a distilled student's total adds the
     teacher's training done for it here."""
-    teacher_train_j = next((phase_energy(o.energy, "epoch")[0] for o in outcomes
-                            if o.role == "teacher" and o.train is not None), None)
+    teacher_train = next((phase_energy(o.energy, "epoch") for o in outcomes
+                          if o.role == "teacher" and o.train is not None), Figure())
     rows = []
     for o in outcomes:
-        train_j, train_method = phase_energy(o.energy, "epoch") if o.train is not None else (None, None)
-        inf_j, inf_method = phase_energy(o.energy, "inference")
+        train = phase_energy(o.energy, "epoch") if o.train is not None else Figure()
+        inf = phase_energy(o.energy, "inference")
         inferences = o.eval.samples * o.inference_passes
         samples = o.train.train_samples if o.train is not None else 0
+        per_1k = 1000 / inferences if inferences else None
         row: dict[str, Any] = {
             "role": o.role, "title": ROLE_TITLES[o.role], "model": o.model, "run_id": o.run_id,
             "accuracy": o.eval.accuracy, "f1": o.eval.f1, "parameters": o.parameters,
-            "train_samples": samples, "train_energy_j": train_j, "train_method": train_method,
-            "train_j_per_sample": train_j / samples if train_j is not None and samples else None,
-            "inference_j_per_1k": inf_j / inferences * 1000 if inf_j is not None and inferences else None,
-            "inference_method": inf_method, "eval_samples": o.eval.samples, "inference_passes": o.inference_passes,
-            "total_with_teacher_j": None,
+            "train_samples": samples, "train_energy_j": train.energy_j, "train_method": train.method,
+            "train_uncertainty_j": train.uncertainty_j,
+            "train_j_per_sample": train.energy_j / samples if train.energy_j is not None and samples else None,
+            "inference_j_per_1k": _scaled(inf.energy_j, per_1k) if per_1k else None,
+            "inference_uncertainty_per_1k": _scaled(inf.uncertainty_j, per_1k) if per_1k else None,
+            "inference_method": inf.method, "eval_samples": o.eval.samples, "inference_passes": o.inference_passes,
+            "total_with_teacher_j": None, "total_with_teacher_uncertainty_j": None,
+            "complete": train.complete and inf.complete,
             "simulated": bool((o.energy or {}).get("simulated", False)), "attribution": attribution(o.energy),
         }
-        if o.role == "distilled" and train_j is not None and teacher_train_j is not None:
-            row["total_with_teacher_j"] = train_j + teacher_train_j
+        if o.role == "distilled" and train.energy_j is not None and teacher_train.energy_j is not None:
+            row["total_with_teacher_j"] = train.energy_j + teacher_train.energy_j
+            if train.uncertainty_j is not None and teacher_train.uncertainty_j is not None:  # two runs: independent
+                row["total_with_teacher_uncertainty_j"] = math.hypot(train.uncertainty_j, teacher_train.uncertainty_j)
+            row["complete"] = row["complete"] and teacher_train.complete
         rows.append(row)
     return rows
 

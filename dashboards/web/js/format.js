@@ -32,6 +32,31 @@ export function energy(j) {
   return siUnit(j, "J", 4);
 }
 
+function scaleOf(x) {
+  const abs = Math.abs(x);
+  for (const [scale, p] of PREFIXES) if (abs >= scale) return [scale, p];
+  return abs >= 1 || x === 0 ? [1, ""] : [1e-3, "m"];
+}
+
+/**
+ * "412.3 ± 1.8 J": the uncertainty to two significant figures and the figure to the same decimal place, both
+ * in the figure's unit (at most six significant figures of the figure, however small the uncertainty).
+ */
+export function energyPm(j, u) {
+  if (!finite(j) || !finite(u) || u < 0) return energy(j);
+  const [scale, p] = scaleOf(j);
+  const v = j / scale;
+  const w = u / scale;
+  if (w === 0) return `${sig(v, 4)} ± 0 ${p}J`;
+  const mag = (x) => Math.floor(Math.log10(Math.abs(x)));
+  let d = 1 - mag(w);
+  if (v !== 0) d = Math.min(d, 5 - mag(v));
+  const round = (x) => (d >= 0 ? x.toFixed(d) : String(Math.round(x / 10 ** -d) * 10 ** -d));
+  let us = round(w);
+  if (Number(us) === 0) us = `<${round(10 ** -Math.max(d, 0))}`;
+  return `${round(v)} ± ${us} ${p}J`;
+}
+
 export function kwh(j) {
   return finite(j) ? `${sig(j / 3.6e6)} kWh` : DASH;
 }

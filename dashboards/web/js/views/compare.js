@@ -2,7 +2,7 @@
 // (accuracy, F1…), energy per phase name, and an energy-versus-metric scatter with its Pareto front.
 
 import { ApiError, apiGet } from "../api.js";
-import { clear, errorPanel, h, loading, methodBadge, panel, statusPill, svg } from "../dom.js";
+import { badge, clear, errorPanel, h, loading, methodBadge, panel, statusPill, svg } from "../dom.js";
 import * as fmt from "../format.js";
 import { colorFor } from "../phases.js";
 
@@ -63,7 +63,7 @@ export function mount(el, { query, replaceQuery }) {
     const options = allRuns.filter((r) => !selected.includes(r.id));
     const select = h("select", { "aria-label": "Add a run", class: "add-run" },
       h("option", { value: "" }, options.length ? "Add a run…" : "No other runs"),
-      options.map((r) => h("option", { value: r.id }, `${r.name} · ${r.status} · ${fmt.dateTime(r.started_at)}${r.totals ? ` · ${fmt.energy(r.totals.energy_j)}` : ""}`)));
+      options.map((r) => h("option", { value: r.id }, `${r.name} · ${r.status} · ${fmt.dateTime(r.started_at)}${r.totals ? ` · ${fmt.energyPm(r.totals.energy_j, r.totals.uncertainty_j)}` : ""}`)));
     select.addEventListener("change", () => { if (select.value) setSelection([...selected, select.value]); });
     clear(picker).append(h("div", { class: "chips" }, chips.length ? chips : h("span", { class: "muted" }, "No run picked yet.")), select);
   }
@@ -138,9 +138,10 @@ export function mount(el, { query, replaceQuery }) {
       row("Started", runs.map((r) => h("td", null, fmt.dateTime(r.started_at)))),
       row("Duration", runs.map((r) => h("td", { class: "num" }, fmt.duration(r.energy.total.duration_s))), { dataset: { row: "duration" } }),
       row("Energy", runs.map((r) => {
-        const e = r.energy.total.energy_j;
-        return h("td", { class: `num${runs.length > 1 && e === minE ? " best" : ""}`, dataset: { value: e } },
-          h("strong", null, fmt.energy(e)), h("div", { class: "sub" }, fmt.kwh(e)));
+        const { energy_j: e, uncertainty_j: u, complete } = r.energy.total;
+        return h("td", { class: `num${runs.length > 1 && e === minE ? " best" : ""}`, dataset: { value: e, uncertainty: u ?? "" } },
+          h("strong", null, fmt.energyPm(e, u)), h("div", { class: "sub" }, fmt.kwh(e),
+            complete === false ? [" · ", badge("incomplete", "warn", "the total does not cover the whole run")] : null));
       }), { dataset: { row: "energy" } }),
       row("vs first run", runs.map((r, i) => {
         const e = r.energy.total.energy_j;
@@ -169,7 +170,7 @@ export function mount(el, { query, replaceQuery }) {
       for (const name of phaseNames) {
         rows.push(row(name, runs.map((r) => {
           const p = r.energy.phases.find((x) => x.name === name);
-          return h("td", { class: "num", dataset: { value: p ? p.energy_j : "" } }, p ? fmt.energy(p.energy_j) : fmt.DASH,
+          return h("td", { class: "num", dataset: { value: p ? p.energy_j : "", uncertainty: p?.uncertainty_j ?? "" } }, p ? fmt.energyPm(p.energy_j, p.uncertainty_j) : fmt.DASH,
             p ? h("div", { class: "sub" }, `${p.count.toLocaleString("en-US")} × · ${fmt.duration(p.duration_s)}`) : null);
         }), { dataset: { row: `phase:${name}` } }));
       }
@@ -235,7 +236,7 @@ export function mount(el, { query, replaceQuery }) {
         sx(p.x) > W * 0.7
           ? svg("text", { x: sx(p.x) - 10, y: sy(p.y) - 8, class: "pt-label", "text-anchor": "end" }, p.r.name)
           : svg("text", { x: sx(p.x) + 10, y: sy(p.y) - 8, class: "pt-label" }, p.r.name),
-        svg("title", null, `${p.r.name}: ${fmt.energy(p.r.energy.total.energy_j)} (${fmt.kwh(p.r.energy.total.energy_j)}), ${key} = ${fmt.metric(p.y)}`))),
+        svg("title", null, `${p.r.name}: ${fmt.energyPm(p.r.energy.total.energy_j, p.r.energy.total.uncertainty_j)} (${fmt.kwh(p.r.energy.total.energy_j)}), ${key} = ${fmt.metric(p.y)}`))),
     );
     return h("div", { class: "scatter-wrap", dataset: { points: pts.length } }, plot,
       h("p", { class: "muted small" }, front.length > 1 ? "Dashed: the Pareto front (no other run is both cheaper and better, taking higher as better)." : ""));

@@ -7,24 +7,17 @@ import { PhaseTimeline, PhaseTrack, PowerChart } from "../chart.js";
 import { badge, clear, errorPanel, every, h, loading, methodBadge, panel, sourceBadge, statusPill } from "../dom.js";
 import * as fmt from "../format.js";
 import { phaseKey } from "../phases.js";
+import { basisOf, phaseTable } from "./phase_table.js";
+import { completeness, deviceTable, KIND_LABEL, KIND_ORDER, warnings } from "./provenance.js";
 import { hostsOf } from "./runs.js";
 
-const KIND_ORDER = { gpu: 0, cpu: 1, dram: 2, host: 3 };
 const KIND_COLOR = { gpu: "#2563eb", cpu: "#ea580c", dram: "#7c3aed", host: "#64748b" };
-const KIND_LABEL = { gpu: "GPU", cpu: "CPU package", dram: "DRAM", host: "Host" };
 const LIVE_MS = 1000;
 const ENERGY_MS = 4000;
 const PHASE_LIMIT = 20000;
 const LIVE_POINT_CAP = 8000; // past this many points a live chart is re-read downsampled
 const MIN_ZOOM_S = 0.2;
 const CHART_FIELDS = "power_w,power_min_w,power_max_w";
-
-const METHOD_NOTES = [
-  ["counter", "difference of the device's hardware energy counter, interpolated at the phase boundaries on the counter's own update instants"],
-  ["integrated", "trapezoid integral of sampled power (the device has no energy counter)"],
-  ["estimated", "rests on a device whose power is estimated (e.g. CPU utilisation × TDP), not measured"],
-  ["attributed", "phases shorter than the counter's update period, attributed statistically over many repeats"],
-];
 
 function ids(run) {
   const out = [];
@@ -167,14 +160,6 @@ export function mount(el, { id }) {
     return basis === "run-share" && energy && energy.run_share ? energy.run_share : null;
   }
 
-  function phaseJ(p) {
-    return shareShown() && p.run_share_j != null ? p.run_share_j : p.energy_j;
-  }
-
-  function phaseW(p) {
-    return shareShown() ? (p.duration_s > 0 ? phaseJ(p) / p.duration_s : null) : p.avg_power_w;
-  }
-
   function toggleBasis() {
     basis = basis === "run-share" ? "node" : "run-share";
     renderBasis();
@@ -192,14 +177,16 @@ export function mount(el, { id }) {
 
   function renderCards() {
     const share = shareShown();
-    const total = share ? { ...energy.total, energy_j: share.energy_j, avg_power_w: energy.total.duration_s > 0 ? share.energy_j / energy.total.duration_s : null } : energy ? energy.total : run.totals;
+    const total = share ? { ...energy.total, energy_j: share.energy_j, uncertainty_j: share.uncertainty_j,
+      avg_power_w: energy.total.duration_s > 0 ? share.energy_j / energy.total.duration_s : null } : energy ? energy.total : run.totals;
     const running = run.status === "running";
     const dur = running ? Date.now() / 1000 - run.started_at : run.duration_s;
     const e = total ? total.energy_j : null;
     const card = (label, value, sub, attrs) => h("div", { class: "stat", ...attrs }, h("div", { class: "stat-label" }, label),
       h("div", { class: "stat-value" }, value), h("div", { class: "stat-sub" }, sub || "\u00a0"));
     clear(ui.cards).append(
-      card(running ? "Energy so far" : "Energy", fmt.energy(e), fmt.kwh(e), { dataset: { stat: "energy", value: e ?? "" } }),
+      card(running ? "Energy so far" : "Energy", fmt.energyPm(e, total ? total.uncertainty_j : null), [fmt.kwh(e), energy ? [" · ", completeness(energy)] : null],
+        { dataset: { stat: "energy", value: e ?? "", uncertainty: total?.uncertainty_j ?? "", complete: total?.complete ?? "" } }),
       card("Duration", fmt.duration(dur), running ? "running" : `${fmt.clock(run.started_at)} – ${fmt.clock(run.ended_at)}`, { dataset: { stat: "duration" } }),
       card("Average power", fmt.power(total ? total.avg_power_w : null), share ? "the run's share" : "all devices of the run", { dataset: { stat: "power" } }),
       card("Method", total && total.method ? methodBadge(total.method) : fmt.DASH, total && total.method === "estimated" ? "some device is estimated" : "how the total was obtained", { dataset: { stat: "method" } }),
@@ -279,7 +266,7 @@ export function mount(el, { id }) {
         sourceBadge(c.info.source),
         c.info.energy_counter ? badge("energy counter", "neutral", "the device has a hardware energy counter") : badge("power only", "neutral", "no energy counter: energy is integrated from power"),
         dev ? methodBadge(dev.method) : null,
-        e !== null && e !== undefined ? h("span", { class: "chart-energy" }, fmt.energy(e)) : null,
+        e !== null && e !== undefined ? h("span", { class: "chart-energy" }, fmt.energyPm(e, dev ? dev.uncertainty_j : null)) : null,
         h("span", { class: "muted small", title: "samples in the ledger over the shown time, and how many are drawn" },
           `${(stored ?? 0).toLocaleString("en-US")} samples${stored > c.chart.points ? `, ${c.chart.points.toLocaleString("en-US")} drawn (mean, min–max)` : ""}`)));
   }
@@ -443,136 +430,18 @@ export function mount(el, { id }) {
     if (energy.simulated) showSimulated();
   }
 
-  function topLevelUnmarked() {
-    // Energy outside every phase, where the outermost phases do not overlap one another (else it is not defined).
-    if (phasesTruncated || !energy.phases.length) return null;
-    const { byName, depth } = track.layout;
-    const iv = [];
-    for (const [name, s] of byName) {
-      if (depth.get(name) !== 0) continue;
-      for (let i = 0; i < s.start.length; i++) iv.push([s.start[i], s.end[i]]);
-    }
-    iv.sort((a, b) => a[0] - b[0]);
-    for (let i = 1; i < iv.length; i++) if (iv[i][0] < iv[i - 1][1]) return null;
-    let marked = 0;
-    let dur = 0;
-    for (const p of energy.phases) {
-      if (depth.get(p.name) === 0) {
-        marked += phaseJ(p);
-        dur += p.duration_s;
-      }
-    }
-    const rest = (shareShown() ? shareShown().energy_j : energy.total.energy_j) - marked;
-    const restDur = energy.total.duration_s - dur;
-    return rest >= 0 && restDur >= 0 ? { energy_j: rest, duration_s: restDur } : null;
-  }
-
   function renderBreakdown() {
-    const total = shareShown() ? shareShown().energy_j : energy.total.energy_j;
-    clear(ui.breakdown);
-    if (!energy.phases.length) {
-      ui.breakdown.append(panel("empty", "No phases recorded",
-        h("p", null, "This run has no phase markers, so its energy is known only as a whole: ",
-          h("strong", null, fmt.energy(total)), ` (${fmt.kwh(total)}).`),
-        h("p", { class: "muted" }, "The trainer's client marks phases (train step, forward, evaluation…) as it runs.")));
-      return;
-    }
-    const depth = track.layout.depth;
-    const rows = [...energy.phases].sort((a, b) => (depth.get(a.name) ?? 0) - (depth.get(b.name) ?? 0) || phaseJ(b) - phaseJ(a));
-    const maxShare = Math.max(...rows.map((p) => (total > 0 ? phaseJ(p) / total : 0)), 1e-9);
-    const cell = (field, value, text, cls = "num") => h("td", { class: cls, dataset: { field, value: value ?? "" } }, text);
-    const tr = (p) => {
-      const e = phaseJ(p);
-      const share = total > 0 ? e / total : null;
-      const d = depth.get(p.name) ?? 0;
-      const flags = [];
-      if (p.short) flags.push(badge("short", "warn", "some of these phases are shorter than the sensor's update period: their energy is only known statistically"));
-      if (p.complete === false) flags.push(badge("partial", "warn", "some of these phases are not covered by samples: their energy is incomplete"));
-      const byDev = Object.entries(p.by_device || {}).map(([did, j]) => `${deviceInfo.get(did)?.key || did} ${fmt.energy(j)}`).join(" · ");
-      return h("tr", { dataset: { phase: p.name } },
-        h("td", { class: "phase-name" }, h("span", { style: { paddingLeft: `${d * 14}px` } },
-          h("span", { class: "swatch", style: { background: track.color(p.name) } }), h("strong", null, p.name)),
-          byDev ? h("div", { class: "sub", style: { paddingLeft: `${d * 14 + 16}px` } }, byDev) : null),
-        cell("count", p.count, p.count.toLocaleString("en-US")),
-        cell("duration_s", p.duration_s, fmt.duration(p.duration_s)),
-        cell("energy_j", e, fmt.energy(e)),
-        cell("kwh", e / 3.6e6, fmt.kwh(e)),
-        cell("avg_power_w", phaseW(p), fmt.power(phaseW(p))),
-        h("td", { class: "share", dataset: { field: "share", value: share ?? "" } },
-          h("div", { class: "bar" }, h("div", { class: "bar-fill", style: { width: `${share === null ? 0 : (100 * share) / maxShare}%`, background: track.color(p.name) } })),
-          h("span", { class: "bar-label" }, fmt.pct(share))),
-        h("td", { dataset: { field: "method", value: p.method } }, methodBadge(p.method)),
-        h("td", null, flags));
-    };
-    const rest = topLevelUnmarked();
-    const tbody = h("tbody", null, rows.map(tr));
-    if (rest) {
-      const share = total > 0 ? rest.energy_j / total : null;
-      tbody.append(h("tr", { class: "unmarked", dataset: { phase: "" } },
-        h("td", { class: "phase-name" }, h("span", { class: "swatch hatched" }), h("em", null, "outside any phase")),
-        h("td", { class: "num" }, fmt.DASH), h("td", { class: "num" }, fmt.duration(rest.duration_s)),
-        h("td", { class: "num" }, fmt.energy(rest.energy_j)), h("td", { class: "num" }, fmt.kwh(rest.energy_j)),
-        h("td", { class: "num" }, fmt.power(rest.duration_s > 0 ? rest.energy_j / rest.duration_s : null)),
-        h("td", { class: "share" }, h("div", { class: "bar" }, h("div", { class: "bar-fill hatched", style: { width: `${share === null ? 0 : (100 * share) / maxShare}%` } })),
-          h("span", { class: "bar-label" }, fmt.pct(share))),
-        h("td"), h("td")));
-    }
-    ui.breakdown.append(
-      h("table", { class: "table phase-table" },
-        h("thead", null, h("tr", null, h("th", null, "Phase"), h("th", { class: "num" }, "Count"), h("th", { class: "num" }, "Duration"),
-          h("th", { class: "num" }, "Energy"), h("th", { class: "num" }, "kWh"), h("th", { class: "num" }, "Avg power"),
-          h("th", null, "Share of run energy"), h("th", null, "Method"), h("th", null, ""))),
-        tbody,
-        h("tfoot", null, h("tr", null, h("td", null, h("strong", null, "Whole run")), h("td"),
-          h("td", { class: "num" }, fmt.duration(energy.total.duration_s)),
-          h("td", { class: "num", dataset: { field: "total_energy_j", value: total } }, h("strong", null, fmt.energy(total))),
-          h("td", { class: "num" }, fmt.kwh(total)), h("td", { class: "num" }, fmt.power(energy.total.duration_s > 0 ? total / energy.total.duration_s : null)),
-          h("td", null, "100 %"), h("td", null, methodBadge(energy.total.method)), h("td")))),
-      h("p", { class: "muted small", dataset: { attributionNote: "" } }, shareShown()
-        ? `The run's share: its processes' share of the CPU energy above idle, by their CPU time (idle power is not billed: ${shareShown().idle_policy}), plus its GPUs whole. `
-        : "Energy of every device the run owns, whoever used the CPU. ", "Phases nest (an epoch holds its steps): an enclosing phase's figure includes what runs inside it, so the shares of nested phases overlap. Duration is the sum over each name's intervals."),
-    );
+    clear(ui.breakdown).append(...phaseTable({
+      energy, basis: basisOf(energy, shareShown()), track, deviceInfo, truncated: phasesTruncated,
+    }));
   }
 
   function renderProvenance() {
-    const total = energy.total.energy_j;
-    const rows = [...energy.devices].sort((a, b) => (KIND_ORDER[a.kind] ?? 9) - (KIND_ORDER[b.kind] ?? 9) || a.id.localeCompare(b.id));
-    clear(ui.provenance).append(
-      h("table", { class: "table provenance-table" },
-        h("thead", null, h("tr", null, h("th", null, "Device"), h("th", null, "Kind"), h("th", null, "Source"),
-          h("th", null, "Energy counter"), h("th", null, "Method"), h("th", { class: "num" }, "Energy in run"), h("th", { class: "num" }, "Share"))),
-        h("tbody", null, rows.map((d) => {
-          const info = deviceInfo.get(d.id);
-          const e = energy.total.by_device[d.id];
-          return h("tr", { dataset: { device: d.id, source: d.source, method: d.method || "" } },
-            h("td", null, h("strong", null, info ? info.name : d.id), h("div", { class: "sub mono" }, d.id, info && info.uuid ? ` · ${info.uuid}` : "")),
-            h("td", null, KIND_LABEL[d.kind] || d.kind),
-            h("td", null, sourceBadge(d.source)),
-            h("td", null, d.energy_counter ? `yes${d.update_period_s ? `, updates every ${fmt.duration(d.update_period_s)}` : ""}` : "no"),
-            h("td", null, methodBadge(d.method)),
-            h("td", { class: "num" }, fmt.energy(e)),
-            h("td", { class: "num" }, fmt.pct(total > 0 && e !== undefined ? e / total : null)));
-        }))),
-      h("dl", { class: "method-notes" }, METHOD_NOTES.map(([m, text]) => [h("dt", null, methodBadge(m)), h("dd", null, text)])),
-    );
+    clear(ui.provenance).append(...deviceTable(energy, deviceInfo));
   }
 
   function renderWarnings() {
-    clear(ui.warnings);
-    const shared = Object.entries(energy.shared_devices || {});
-    if (shared.length) {
-      ui.warnings.append(h("div", { class: "callout callout-warn" }, h("strong", null, "Shared devices. "),
-        "Other runs overlapped this one on the same devices, and count the same joules: ",
-        shared.map(([did, runs]) => `${did} with ${runs.join(", ")}`).join("; "), "."));
-    }
-    if ((energy.gaps || []).length) {
-      ui.warnings.append(h("div", { class: "callout callout-warn" }, h("strong", null, `${energy.gaps.length} gap(s) in the samples. `),
-        energy.gaps.slice(0, 5).map((g) => `${g.device}: ${fmt.duration(g.duration_s)} from ${fmt.clock(g.start)} (${g.energy})`).join("; "),
-        energy.gaps.length > 5 ? "; …" : ""));
-    }
-    for (const n of energy.notes || []) {
-      ui.warnings.append(h("div", { class: "callout callout-info" }, h("strong", null, `${n.device}: `), n.note));
-    }
+    clear(ui.warnings).append(...warnings(energy));
   }
 
   // --- live ---------------------------------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 // refreshes itself every few seconds while any listed run is still running.
 
 import { apiGet } from "../api.js";
-import { clear, errorPanel, every, h, loading, panel, statusPill } from "../dom.js";
+import { badge, clear, errorPanel, every, h, loading, panel, statusPill } from "../dom.js";
 import * as fmt from "../format.js";
 
 const LIVE_MS = 2000;
@@ -80,8 +80,8 @@ export function mount(el, { query, replaceQuery }) {
       h("td", null, hostsOf(r).join(", ") || fmt.DASH),
       h("td", { class: "nowrap" }, fmt.dateTime(r.started_at)),
       h("td", { class: "num" }, fmt.duration(dur), running ? h("div", { class: "sub" }, "so far") : null),
-      h("td", { class: "num", dataset: { energyJ: e ?? "" } }, fmt.energy(e),
-        h("div", { class: "sub" }, fmt.kwh(e))),
+      h("td", { class: "num", dataset: { energyJ: e ?? "", uncertainty: t?.uncertainty_j ?? "" } }, fmt.energyPm(e, t?.uncertainty_j),
+        h("div", { class: "sub" }, fmt.kwh(e), t?.complete === false ? [" · ", badge("incomplete", "warn", "the total does not cover the whole run")] : null)),
       h("td", { class: "num" }, fmt.power(t ? t.avg_power_w : null)),
       h("td", { class: "col-tags" }, tagChips(r.tags)),
     );
