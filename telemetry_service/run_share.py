@@ -135,23 +135,37 @@ class Splits:
         return gpu.share(starts, ends) or whole_run
 
 
+def _share_variance(share: Share | None, active_j: float, device_err_j: float) -> float:
+    """Variance of a device's run-share figure: the device's own measurement uncertainty scaled by the share,
+    and the share's sampling range taken as the bounds of a uniform doubt."""
+    if share is None:
+        return device_err_j ** 2
+    return (share.value * device_err_j) ** 2 + (active_j * share.half_width) ** 2 / 3.0
+
+
 def _phase_share_j(answer: dict[str, Any], devices: list[Any], splits: Splits, idle: dict[str, float],
                    ph: PhaseArrays) -> None:
     for j, row in enumerate(answer["phases"]):
         total = 0.0
+        var = 0.0
         for dev in devices:
             e = row["by_device"].get(dev.id)
             if e is None:
                 continue
+            err = row.get("uncertainty_by_device", {}).get(dev.id, 0.0)
             mine = (ph.name == j) & (ph.node == dev.node_id)
             share = splits.share(dev, ph.start[mine], ph.end[mine])
             if share is None:
                 total += e
+                var += err ** 2
                 continue
             dur = float(np.sum(ph.end[mine] - ph.start[mine]))
-            total += active_energy(e, idle[dev.id], dur) * share.value
+            active = active_energy(e, idle[dev.id], dur)
+            total += active * share.value
+            var += _share_variance(share, active, err)
         row["attribution"] = "node"
         row["run_share_j"] = total
+        row["run_share_uncertainty_j"] = float(np.sqrt(var))
         row["run_share_attribution"] = "run-share"
 
 
@@ -188,7 +202,8 @@ def add_run_share(session: Session, run: Run, answer: dict[str, Any], devices: l
     if any(d.node_id not in cpus for d in shared):
         answer["run_share"] = None
         for row in answer["phases"]:
-            row.update({"attribution": "node", "run_share_j": None, "run_share_attribution": "run-share"})
+            row.update({"attribution": "node", "run_share_j": None, "run_share_uncertainty_j": None,
+                        "run_share_attribution": "run-share"})
         answer["notes"].append({"note": "no CPU seconds of the run's processes on record: run share unavailable"})
         return
     idle = {d.id: _idle_w(session, d, t0, t1) for d in shared}
@@ -196,23 +211,26 @@ def add_run_share(session: Session, run: Run, answer: dict[str, Any], devices: l
     out: dict[str, float] = {}
     methods: dict[str, str] = {}
     cpu_shares: dict[str, float] = {}
-    uncertainty = 0.0
+    variance = 0.0
+    device_err = {d["id"]: d.get("uncertainty_j") or 0.0 for d in answer["devices"]}
     for dev in devices:
         if dev.id not in by_device:
             continue
         share = splits.share(dev, [t0], [t1])
         if share is None:
             out[dev.id], methods[dev.id] = by_device[dev.id], "whole"
+            variance += _share_variance(None, 0.0, device_err.get(dev.id, 0.0))
             continue
         active = active_energy(by_device[dev.id], idle[dev.id][0], t1 - t0)
         out[dev.id] = active * share.value
-        uncertainty += active * share.half_width
+        variance += _share_variance(share, active, device_err.get(dev.id, 0.0))
         methods[dev.id] = "process-cpu-time" if dev.kind in SHARED_KINDS else "gpu-sm-share"
         if dev.kind in SHARED_KINDS:
             cpu_shares[dev.node] = share.value
     answer["run_share"] = {
         "energy_j": float(sum(out.values())), "by_device": out, "method": "process-cpu-time",
-        "methods": methods, "attribution": "run-share", "idle_policy": IDLE_POLICY, "uncertainty_j": uncertainty,
+        "methods": methods, "attribution": "run-share", "idle_policy": IDLE_POLICY,
+        "uncertainty_j": float(np.sqrt(variance)),
         "cpu_time_share": cpu_shares,
         "gpu_sm_share": {k: share.value for k, (_, share) in splits.gpus.items()},
         "idle_w": {k: {"power_w": w, "source": src} for k, (w, src) in idle.items()},

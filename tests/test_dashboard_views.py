@@ -67,8 +67,7 @@ def test_run_page_draws_phase_bands_and_shows_the_api_energy_per_phase(page: Pag
     for p in energy["phases"]:
         cell = page.locator(f"#phase-energy tbody tr[data-phase='{p['name']}'] td[data-field='energy_j']")
         assert float(cell.get_attribute("data-value")) == pytest.approx(p["run_share_j"])
-        # The daemon gives no uncertainty for a phase's run share: said so, not made up.
-        expect(cell.locator(".pm-none")).to_have_text("± n/a")
+        assert parse_uncertainty(cell.inner_text()) == pytest.approx(p["run_share_uncertainty_j"], rel=0.05, abs=1e-3)
     shown = page.locator("td[data-field='total_energy_j']")
     assert float(shown.get_attribute("data-value")) == pytest.approx(energy["run_share"]["energy_j"])
     assert parse_uncertainty(shown.inner_text()) == pytest.approx(energy["run_share"]["uncertainty_j"], rel=0.05,

@@ -138,7 +138,7 @@ def test_phase_table_shows_each_uncertainty_and_footnotes_partial_and_simulated_
     assert "±" not in _render(phase_table(_energy(100.0, 5.0), "Energy per phase"))  # none given, none claimed
 
 
-def test_comparison_carries_the_node_figures_uncertainty_and_says_a_run_share_has_none() -> None:
+def test_comparison_carries_each_figures_own_uncertainty() -> None:
     teacher = _outcome("teacher", 400.0, 12.0)
     distilled = _outcome("distilled", 200.0, 3.0)
     for o in (teacher, distilled):
@@ -154,21 +154,22 @@ def test_comparison_carries_the_node_figures_uncertainty_and_says_a_run_share_ha
     assert lines[t + 1].split() == ["±", "20", "±", "0.20"]  # train J, then J/1k inf.; no +teacher J for it
     assert max(len(line) for line in lines) <= 80
 
-    # The run share of the distilled student: a figure without an uncertainty, and a sum without one.
+    # The run share of the distilled student, with its own uncertainty.
     assert distilled.energy is not None
     for row in distilled.energy["phases"]:
         row["run_share_j"] = row["energy_j"] / 2
+        row["run_share_uncertainty_j"] = row["uncertainty_j"] / 2
     distilled.energy["phases"][2]["complete"] = False  # its epoch
     distilled.energy["simulated"] = True
     rows = summarise([teacher, distilled])
-    assert rows[1]["train_uncertainty_j"] is None and rows[1]["total_with_teacher_uncertainty_j"] is None
+    assert rows[1]["train_uncertainty_j"] == pytest.approx(5.0)
+    assert rows[1]["total_with_teacher_uncertainty_j"] == pytest.approx(math.hypot(5.0, 20.0))
     assert not rows[1]["complete"]
     text = _render(comparison_table(rows))
     lines = text.splitlines()
     s = next(i for i, line in enumerate(lines) if line.startswith(" student KD"))
-    assert not lines[s + 1].strip() or "±" not in lines[s + 1]
+    assert "±" in lines[s + 1]
     caption = " ".join(text.split())
-    assert "A run share has no ± (the daemon gives none per phase)." in caption
     assert "Energy attributed: teacher node; student KD run-share" in caption  # the attribution footnote stays
     assert "Partial: some figures" in caption and "SIMULATED devices" in caption
     assert max(len(line) for line in lines) <= 80

@@ -105,12 +105,14 @@ class Figure:
 def phase_energy(energy: dict[str, Any] | None, name: str) -> Figure:
     """Energy (J) of all intervals of phase `name` in a run, and the method behind it: the run's own share
     where the daemon gives one (an unrelated process on the node must not move the comparison), else the
-    node figure. The daemon gives an uncertainty for the node figure only."""
+    node figure, each with its own uncertainty."""
     for row in (energy or {}).get("phases", []):
         if row["name"] == name:
             value = row.get("run_share_j")
-            return Figure(row.get("energy_j") if value is None else value, row.get("method"),
-                          row.get("uncertainty_j") if value is None else None, row.get("complete") is not False)
+            if value is None:
+                return Figure(row.get("energy_j"), row.get("method"), row.get("uncertainty_j"),
+                              row.get("complete") is not False)
+            return Figure(value, row.get("method"), row.get("run_share_uncertainty_j"), row.get("complete") is not False)
     return Figure()
 
 

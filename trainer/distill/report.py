@@ -123,8 +123,6 @@ def comparison_table(rows: list[dict[str, Any]], title: str = "Comparison") -> T
         caption += " Energy methods (train / inference): " + "; ".join(
             f"{name(r)} {r['train_method'] or '–'} / {r['inference_method'] or '–'}" for r in rows) + "."
     caption += " " + _attribution_note(rows, name)
-    if any(r.get("attribution") == "run-share" for r in rows):
-        caption += " A run share has no ± (the daemon gives none per phase)."
     keys = ("train_uncertainty_j", "inference_uncertainty_per_1k", "total_with_teacher_uncertainty_j")
     uncertain = any(r.get(k) is not None for r in rows for k in keys)
     incomplete = any(not r.get("complete", True) for r in rows)

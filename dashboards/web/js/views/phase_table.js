@@ -7,14 +7,13 @@ import { doubt, LESS_CERTAIN, provenanceCell } from "./provenance.js";
 
 /**
  * The figures of one basis: `share` is the answer's run_share where the run's share is shown, else null.
- * The daemon gives no uncertainty for a phase's run share, so those rows have none (null).
  */
 export function basisOf(energy, share) {
   const figure = (p) => (share && p.run_share_j != null ? p.run_share_j : p.energy_j);
   return {
     share,
     figure,
-    uncertainty: (p) => (share ? null : p.uncertainty_j),
+    uncertainty: (p) => (share && p.run_share_j != null ? p.run_share_uncertainty_j : p.uncertainty_j),
     power: (p) => (share ? (p.duration_s > 0 ? figure(p) / p.duration_s : null) : p.avg_power_w),
     total: share ? share.energy_j : energy.total.energy_j,
     totalUncertainty: share ? share.uncertainty_j : energy.total.uncertainty_j,
