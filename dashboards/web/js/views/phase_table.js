@@ -3,6 +3,7 @@
 
 import { badge, h, methodBadge, panel } from "../dom.js";
 import * as fmt from "../format.js";
+import { phaseTree, treeOrder } from "./phase_tree.js";
 import { doubt, LESS_CERTAIN, provenanceCell } from "./provenance.js";
 
 /**
@@ -20,10 +21,9 @@ export function basisOf(energy, share) {
   };
 }
 
-function unmarked(energy, basis, layout, truncated) {
+function unmarked(energy, basis, byName, depth, truncated) {
   // Energy outside every phase, where the outermost phases do not overlap one another (else it is not defined).
   if (truncated || !energy.phases.length) return null;
-  const { byName, depth } = layout;
   const iv = [];
   for (const [name, s] of byName) {
     if (depth.get(name) !== 0) continue;
@@ -54,20 +54,21 @@ export function phaseTable({ energy, basis, track, deviceInfo, truncated }) {
       h("p", { class: "muted" }, "The trainer's client marks phases (train step, forward, evaluation…) as it runs."))];
   }
   const key = (did) => deviceInfo.get(did)?.key || did;
-  const depth = track.layout.depth;
-  const rows = [...energy.phases].sort((a, b) => (depth.get(a.name) ?? 0) - (depth.get(b.name) ?? 0) || basis.figure(b) - basis.figure(a));
-  const maxShare = Math.max(...rows.map((p) => (total > 0 ? basis.figure(p) / total : 0)), 1e-9);
+  const { byName } = track.layout;
+  const tree = phaseTree(byName);
+  const rows = treeOrder(energy.phases, tree, basis.figure);
+  const maxShare = Math.max(...rows.map(({ row: p }) => (total > 0 ? basis.figure(p) / total : 0)), 1e-9);
   const cell = (field, value, text, cls = "num") => h("td", { class: cls, dataset: { field, value: value ?? "" } }, text);
   const bar = (share, attrs) => [h("div", { class: "bar" }, h("div", attrs(share === null ? 0 : (100 * share) / maxShare))),
     h("span", { class: "bar-label" }, fmt.pct(share))];
-  const tr = (p) => {
+  const tr = ({ row: p, depth: d }) => {
     const e = basis.figure(p);
     const u = basis.uncertainty(p);
     const why = u == null ? null : doubt(p, Math.abs(e), u, key);
     const share = total > 0 ? e / total : null;
-    const d = depth.get(p.name) ?? 0;
     const byDev = Object.entries(p.by_device || {}).map(([did, j]) => `${key(did)} ${fmt.energy(j)}`).join(" · ");
-    return h("tr", { class: why ? "less-certain" : null, title: why, dataset: { phase: p.name, lessCertain: String(Boolean(why)) } },
+    return h("tr", { class: why ? "less-certain" : null, title: why,
+      dataset: { phase: p.name, parent: tree.parent.get(p.name) ?? "", depth: d, lessCertain: String(Boolean(why)) } },
       h("td", { class: "phase-name" }, h("span", { style: { paddingLeft: `${d * 14}px` } },
         h("span", { class: "swatch", style: { background: track.color(p.name) } }), h("strong", null, p.name)),
         byDev ? h("div", { class: "sub", style: { paddingLeft: `${d * 14 + 16}px` } }, byDev) : null),
@@ -82,7 +83,7 @@ export function phaseTable({ energy, basis, track, deviceInfo, truncated }) {
         bar(share, (w) => ({ class: "bar-fill", style: { width: `${w}%`, background: track.color(p.name) } }))),
       h("td", { class: "provenance", dataset: { field: "method", value: p.method } }, h("div", { class: "prov" }, why ? badge("less certain", "warn", why) : null, provenanceCell(p, energy))));
   };
-  const rest = unmarked(energy, basis, track.layout, truncated);
+  const rest = unmarked(energy, basis, byName, tree.depth, truncated);
   const tbody = h("tbody", null, rows.map(tr));
   if (rest) {
     tbody.append(h("tr", { class: "unmarked", dataset: { phase: "" } },

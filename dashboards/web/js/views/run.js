@@ -246,11 +246,20 @@ export function mount(el, { id }) {
       charts.set(res.device, c);
       chart.setData(res, interval);
       fillChartHead(res.device, c);
-      if (!res.points) canvas.append(h("div", { class: "chart-empty" }, "No samples stored for this device over this time."));
+      showEmpty(c);
     }
     if (results.some((r) => r.source === "simulated")) showSimulated();
     ui.chartsSection.dataset.state = "ready";
     updateRangeText();
+  }
+
+  // The "no samples" note follows the chart: a live run's first samples, or a zoom onto a gap, change it.
+  function showEmpty(c) {
+    const note = c.card.querySelector(".chart-empty");
+    if (c.chart.points && note) note.remove();
+    else if (!c.chart.points && !note) {
+      c.card.querySelector(".chart-canvas").append(h("div", { class: "chart-empty" }, "No samples stored for this device over this time."));
+    }
   }
 
   function fillChartHead(did, c) {
@@ -372,6 +381,7 @@ export function mount(el, { id }) {
         c.info = { ...c.info, stored_points: res.stored_points };
         c.chart.setData(res, interval);
         fillChartHead(res.device, c);
+        showEmpty(c);
       }
       if (phasesTruncated || !range) await loadPhases(range ? [lo, hi] : null);
     } catch (err) {
@@ -490,6 +500,7 @@ export function mount(el, { id }) {
         if (added) {
           c.info = { ...c.info, stored_points: (c.info.stored_points || 0) + added };
           fillChartHead(did, c);
+          showEmpty(c);
         }
         most = Math.max(most, c.chart.points);
       }));
