@@ -68,8 +68,8 @@ def trace_spec(anchor: float, gpus: int = 2) -> dict[str, Any]:
     return {"gpus": [{"trace": trace, "counter": i == 0} for i in range(gpus)]}
 
 
-QUANTITY = re.compile(r"\s*(-?[\d.,]+(?:e-?\d+)?)\s*(?:±\s*<?([\d.,]+)\s*)?([kMGTm]?)([JW])")
-SCALE = {"": 1.0, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "m": 1e-3}
+QUANTITY = re.compile(r"\s*(-?[\d.,]+(?:e-?\d+)?)\s*(?:±\s*<?([\d.,]+)\s*)?([kMGTmµ]?)([JW])")
+SCALE = {"": 1.0, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "m": 1e-3, "µ": 1e-6}
 
 
 def parse_quantity(text: str) -> float:

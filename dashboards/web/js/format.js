@@ -18,24 +18,21 @@ export function sig(x, digits = 3) {
 
 const PREFIXES = [[1e12, "T"], [1e9, "G"], [1e6, "M"], [1e3, "k"]];
 
+function scaleOf(x) {
+  const abs = Math.abs(x);
+  for (const [scale, p] of PREFIXES) if (abs >= scale) return [scale, p];
+  if (abs >= 1 || x === 0) return [1, ""];
+  return abs >= 1e-3 ? [1e-3, "m"] : [1e-6, "µ"];
+}
+
 function siUnit(x, unit, digits = 3) {
   if (!finite(x)) return DASH;
-  const abs = Math.abs(x);
-  for (const [scale, p] of PREFIXES) {
-    if (abs >= scale) return `${sig(x / scale, digits)} ${p}${unit}`;
-  }
-  if (abs >= 1 || x === 0) return `${sig(x, digits)} ${unit}`;
-  return `${sig(x * 1e3, digits)} m${unit}`;
+  const [scale, p] = scaleOf(x);
+  return `${sig(x / scale, digits)} ${p}${unit}`;
 }
 
 export function energy(j) {
   return siUnit(j, "J", 4);
-}
-
-function scaleOf(x) {
-  const abs = Math.abs(x);
-  for (const [scale, p] of PREFIXES) if (abs >= scale) return [scale, p];
-  return abs >= 1 || x === 0 ? [1, ""] : [1e-3, "m"];
 }
 
 /**
@@ -57,8 +54,21 @@ export function energyPm(j, u) {
   return `${round(v)} ± ${us} ${p}J`;
 }
 
+const SUPERSCRIPT = { "-": "⁻", 0: "⁰", 1: "¹", 2: "²", 3: "³", 4: "⁴", 5: "⁵", 6: "⁶", 7: "⁷", 8: "⁸", 9: "⁹" };
+
+/**
+ * Three significant figures, and below 0.01 always as "9.92 × 10⁻⁷": a column of small kWh then reads alike,
+ * rather than some in exponents and some as strings of zeros.
+ */
+export function scientific(x, digits = 3) {
+  if (!finite(x) || x === 0 || Math.abs(x) >= 0.01) return sig(x, digits);
+  const [m, e] = x.toExponential(digits - 1).split("e");
+  const exp = String(Number(e)).replace(/./g, (c) => SUPERSCRIPT[c]);
+  return `${Number(m)} × 10${exp}`;
+}
+
 export function kwh(j) {
-  return finite(j) ? `${sig(j / 3.6e6)} kWh` : DASH;
+  return finite(j) ? `${scientific(j / 3.6e6)} kWh` : DASH;
 }
 
 export function power(w) {

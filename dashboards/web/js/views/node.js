@@ -37,6 +37,19 @@ function sparkline(t, w, color) {
     svg("polyline", { points: line, fill: "none", stroke: color, "stroke-width": 1.5, "vector-effect": "non-scaling-stroke" })));
 }
 
+/** What runs on a node without a GPU are measured on, naming only the devices that exist. */
+function noGpuSentence(devices) {
+  const parts = [];
+  for (const kind of ["cpu", "dram"]) {
+    const of = devices.filter((d) => d.kind === kind);
+    if (!of.length) continue;
+    const estimated = of.every((d) => d.source === "estimate");
+    parts.push(`${KIND_LABEL[kind]}${estimated ? " (estimated)" : ""}`);
+  }
+  if (!parts.length) return "The daemon found no GPU and no CPU power sensor to sample, so runs here have no energy figures.";
+  return `The daemon found no GPU to sample, so runs here are measured on the ${parts.join(" and ")} only.`;
+}
+
 export function mount(el) {
   const ctl = new AbortController();
   const sparks = new Map(); // device id -> element
@@ -81,7 +94,11 @@ export function mount(el) {
     if (l.sm_clock_mhz) facts.push(["SM clock", `${Math.round(l.sm_clock_mhz)} MHz`, "clock"]);
     if (d.uuid) facts.push(["UUID", h("span", { class: "mono uuid", title: d.uuid }, d.uuid), "uuid"]);
     if (d.energy_counter) facts.push(["Energy counter", `${fmt.energy(l.energy_j)}${d.update_period_s ? `, every ${fmt.duration(d.update_period_s)}` : ""}`, "counter"]);
-    else if (d.kind !== "host") facts.push(["Energy", `${fmt.energy(l.energy_j)} (integrated)`, "integrated"]);
+    else if (d.kind !== "host") {
+      // Without a counter the daemon integrates power; an estimated power makes an estimated energy.
+      const how = d.source === "estimate" ? "integrated from estimated power" : "integrated from power";
+      facts.push(["Energy", `${fmt.energy(l.energy_j)} (${how})`, "integrated"]);
+    }
     return h("article", { class: `device-card kind-${d.kind}`, dataset: { device: d.id, kind: d.kind, source: d.source } },
       h("header", null,
         h("div", null, h("div", { class: "device-name" }, d.name), h("div", { class: "sub mono" }, d.id)),
@@ -103,7 +120,7 @@ export function mount(el) {
     const gpus = list.filter((d) => d.kind === "gpu");
     if (!gpus.length) {
       notice.append(panel("empty", "No GPU on this node",
-        h("p", null, "The daemon found no GPU to sample, so runs here are measured on CPU and DRAM only."),
+        h("p", null, noGpuSentence(list)),
         info && info.sensors && info.sensors.nvml ? h("p", { class: "muted" }, "NVML: ", info.sensors.nvml) : null,
         h("p", { class: "muted" }, "For a demonstration without a GPU, start the daemon with ", h("code", null, "--simulate-gpus 2"), ": such devices are labelled SIMULATED everywhere.")));
     } else if (gpus.every((d) => d.source === "simulated")) {

@@ -73,7 +73,7 @@ export function mount(el, { query, replaceQuery }) {
       },
     });
     const e = t ? t.energy_j : null;
-    return h("tr", { dataset: { runId: r.id, status: r.status } },
+    return h("tr", { dataset: { runId: r.id, status: r.status, method: t?.method ?? "" } },
       h("td", { class: "col-check" }, check),
       h("td", { class: "col-name" }, h("a", { href, class: "run-link" }, r.name), h("div", { class: "sub mono" }, r.id)),
       h("td", null, statusPill(r.status)),
@@ -81,7 +81,8 @@ export function mount(el, { query, replaceQuery }) {
       h("td", { class: "nowrap" }, fmt.dateTime(r.started_at)),
       h("td", { class: "num" }, fmt.duration(dur), running ? h("div", { class: "sub" }, "so far") : null),
       h("td", { class: "num", dataset: { energyJ: e ?? "", uncertainty: t?.uncertainty_j ?? "" } }, fmt.energyPm(e, t?.uncertainty_j),
-        h("div", { class: "sub" }, fmt.kwh(e), t?.complete === false ? [" · ", badge("incomplete", "warn", "the total does not cover the whole run")] : null)),
+        h("div", { class: "sub" }, fmt.kwh(e), t?.complete === false ? [" · ", badge("incomplete", "warn", "the total does not cover the whole run")] : null,
+          t?.method === "estimated" ? [" · ", badge("estimated", "estimate", "rests on at least one estimated device (e.g. CPU power from utilisation and TDP): not a measurement")] : null)),
       h("td", { class: "num" }, fmt.power(t ? t.avg_power_w : null)),
       h("td", { class: "col-tags" }, tagChips(r.tags)),
     );
