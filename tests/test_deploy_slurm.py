@@ -79,7 +79,7 @@ def test_template_starts_a_daemon_runs_the_trainer_and_stops_it_flushed(tmp_path
     done = _run_template(_job_env(tmp_path, port, tool_path, runs=2), tmp_path)
     out = done.stdout + done.stderr
     assert done.returncode == 0, out
-    assert "starting a daemon for this job" in out and "trained 4242\n" in out and "trained 4242.2\n" in out
+    assert "starting a daemon for this job" in out and "marked 4242 " in out and "marked 4242.2 " in out
     assert not _answers(port), "the daemon the job started is still running"
 
     # Two runs of one job: a run each, listed together by the job's tag.
