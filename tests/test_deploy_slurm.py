@@ -1,6 +1,5 @@
-"""The Slurm job template, run end to end as sbatch would run it, with SLURM_* set and srun absent (its local
-fallback): it starts a daemon where none answers, runs the trainer with the job's run id, and stops only the
-daemon it started, after that daemon has written everything."""
+"""The Slurm job template run as sbatch would run it, with SLURM_* set and no srun on PATH (its local fallback),
+and the prolog/epilog pair: what needs no cluster. tests/test_slurm_real.py runs them on a real one."""
 
 from __future__ import annotations
 
@@ -23,38 +22,34 @@ from tests.daemon_proc import free_port
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = ROOT / "deploy" / "slurm" / "joulemeter-job.sbatch"
 WATTS = 120.0
-# PATH for the job: this Python's scripts and the system's, where no srun is installed.
-PATH = f"{Path(sys.executable).parent}:/usr/local/bin:/usr/bin:/bin"
-
-# A stand-in for the trainer: registers with the run id the template gives it, marks two phases, stops.
-TRAIN = """
-import os, sys, time, httpx
-url, run_id = os.environ["TELEMETRY_URL"], os.environ["TELEMETRY_RUN_ID"]
-with httpx.Client(base_url=url, timeout=30) as c:
-    t0 = time.time()
-    r = c.post("/api/v1/runs", json={"name": "slurm-template", "run_id": run_id, "pid": os.getpid(), "started_at": t0,
-                                     "tags": {"slurm_job_id": run_id}})
-    assert r.status_code in (200, 201), r.text
-    time.sleep(float(sys.argv[1]))
-    t1 = time.time()
-    phases = [{"name": "forward", "start": t0, "end": (t0 + t1) / 2}, {"name": "backward", "start": (t0 + t1) / 2, "end": t1}]
-    assert c.post(f"/api/v1/runs/{run_id}/phases", json=phases).json() == {"accepted": 2}
-    assert c.post(f"/api/v1/runs/{run_id}/stop", json={"end": t1, "metrics": {"accuracy": 0.5}}).status_code == 200
-print("trained", run_id)
-"""
+# PATH for the job: this Python's scripts and the tools the scripts use, linked into a folder of their own so
+# that an installed srun (or squeue, scancel) stays out of reach and the template takes its local fallback.
+TOOLS = ("bash", "curl", "python3", "flock", "hostname", "date", "mkdir", "id", "sleep", "cat", "rm", "touch", "ls",
+         "dirname", "readlink", "setsid", "logger", "env", "getent", "chown", "cut", "setpriv", "awk")
 
 
-def _job_env(tmp: Path, port: int, seconds: float = 1.5, **extra: str) -> dict[str, str]:
-    assert shutil.which("srun", path=PATH) is None, "this test is of the fallback without srun"
+@pytest.fixture(scope="module")
+def tool_path(tmp_path_factory: pytest.TempPathFactory) -> str:
+    bin_dir = tmp_path_factory.mktemp("bin")
+    for tool in TOOLS:
+        found = shutil.which(tool)
+        if found:
+            (bin_dir / tool).symlink_to(found)
+    return f"{Path(sys.executable).parent}:{bin_dir}"
+
+WORKLOAD = ROOT / "tests" / "slurm_workload.py"
+
+
+def _job_env(tmp: Path, port: int, path: str, seconds: float = 1.5, runs: int = 1, **extra: str) -> dict[str, str]:
+    assert shutil.which("srun", path=path) is None, "this test is of the fallback without srun"
     trace = tmp / "trace.json"
     trace.write_text(json.dumps({"gpus": [{"trace": {"steps": [[1.0, WATTS]]}, "counter": True}]}))
-    (tmp / "train.py").write_text(TRAIN)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "TELEMETRY_", "JOULEMETER_", "TRAIN_"))}
     env.update({
-        "PATH": PATH, "SLURM_JOB_ID": "4242", "SLURM_JOB_NUM_NODES": "1", "SLURM_SUBMIT_DIR": str(tmp),
+        "PATH": path, "SLURM_JOB_ID": "4242", "SLURM_JOB_NUM_NODES": "1", "SLURM_SUBMIT_DIR": str(tmp),
         "TELEMETRY_PORT": str(port), "TELEMETRY_DB": f"sqlite:///{tmp / 'ledger.db'}", "TELEMETRY_NODE": "slurm-node",
-        "TELEMETRY_SIMULATE_TRACE": str(trace), "JOULEMETER_DAEMON": f"{sys.executable} -m telemetry_service",
-        "TRAIN_CMD": f"{sys.executable} {tmp / 'train.py'} {seconds}",
+        "TELEMETRY_SIMULATE_TRACE": str(trace), "TELEMETRY_SPOOL_DIR": str(tmp / "spool"), "JOULEMETER_DAEMON": f"{sys.executable} -m telemetry_service",
+        "TRAIN_CMD": f"{sys.executable} {WORKLOAD} {runs} {seconds}",
     })
     env.update(extra)
     return env
@@ -79,24 +74,27 @@ def _ledger(tmp: Path, sql: str) -> list[Any]:
     return rows
 
 
-def test_template_starts_a_daemon_runs_the_trainer_and_stops_it_flushed(tmp_path: Path) -> None:
+def test_template_starts_a_daemon_runs_the_trainer_and_stops_it_flushed(tmp_path: Path, tool_path: str) -> None:
     port = free_port()
-    done = _run_template(_job_env(tmp_path, port), tmp_path)
+    done = _run_template(_job_env(tmp_path, port, tool_path, runs=2), tmp_path)
     out = done.stdout + done.stderr
     assert done.returncode == 0, out
-    assert "starting a daemon for this job" in out and "trained 4242" in out
+    assert "starting a daemon for this job" in out and "marked 4242 " in out and "marked 4242.2 " in out
     assert not _answers(port), "the daemon the job started is still running"
 
+    # Two runs of one job: a run each, listed together by the job's tag.
     logs = tmp_path / "joulemeter-4242"
-    assert list(logs.glob("daemon-*.log")), list(logs.iterdir())
-    summary = json.loads((logs / "run.json").read_text())
-    assert summary["id"] == "4242" and summary["status"] == "completed"
-    assert summary["totals"]["by_device"]["slurm-node/simgpu0"] == pytest.approx(WATTS * summary["duration_s"], rel=0.05)
+    assert "ledger flushed" in next(logs.glob("daemon-*.log")).read_text()
+    runs = {r["id"]: r for r in json.loads((logs / "runs.json").read_text())}
+    assert set(runs) == {"4242", "4242.2"}
+    for run in runs.values():
+        assert run["status"] == "completed" and run["tags"]["slurm_job_id"] == "4242"
+        assert run["totals"]["by_device"]["slurm-node/simgpu0"] == pytest.approx(WATTS * run["duration_s"], rel=0.05)
 
-    # What the daemon wrote before it exited: the run, both phases, and samples past the run's end.
-    (run_pk, ended_at), = _ledger(tmp_path, "SELECT id, ended_at FROM runs WHERE run_id = '4242'")
-    phases = _ledger(tmp_path, f"SELECT name FROM phases WHERE run_pk = {run_pk} ORDER BY start")
-    assert [p[0] for p in phases] == ["forward", "backward"]
+    # What the daemon wrote before it exited: every marker, and samples past the last run's end.
+    (ended_at,), = _ledger(tmp_path, "SELECT ended_at FROM runs WHERE run_id = '4242.2'")
+    (phases,), = _ledger(tmp_path, "SELECT count(*) FROM phases")
+    assert phases >= 2 * 1.5 / 0.2 - 2
     (newest,), = _ledger(tmp_path, "SELECT max(s.t) FROM samples s JOIN devices d ON d.id = s.device_id "
                                    "WHERE d.key = 'simgpu0'")
     assert newest > ended_at
@@ -105,11 +103,12 @@ def test_template_starts_a_daemon_runs_the_trainer_and_stops_it_flushed(tmp_path
     assert sessions[0][1] == pytest.approx(newest)
 
 
-def test_template_leaves_a_running_daemon_alone_and_names_array_tasks(tmp_path: Path, daemon_factory) -> None:
+def test_template_leaves_a_running_daemon_alone_and_names_array_tasks(tmp_path: Path, tool_path: str,
+                                                                       daemon_factory) -> None:
     port = free_port()
     trace = {"gpus": [{"trace": {"steps": [[1.0, WATTS]]}, "counter": True}]}
     node_daemon = daemon_factory("--node", "node-wide", port=port, trace=trace)
-    env = _job_env(tmp_path, port, seconds=0.5, SLURM_JOB_ID="4300", SLURM_ARRAY_JOB_ID="4297",
+    env = _job_env(tmp_path, port, tool_path, seconds=0.5, SLURM_JOB_ID="4300", SLURM_ARRAY_JOB_ID="4297",
                    SLURM_ARRAY_TASK_ID="3", TELEMETRY_DB=f"sqlite:///{tmp_path / 'job-ledger.db'}")
     done = _run_template(env, tmp_path)
     out = done.stdout + done.stderr
@@ -123,9 +122,9 @@ def test_template_leaves_a_running_daemon_alone_and_names_array_tasks(tmp_path: 
     assert not (tmp_path / "job-ledger.db").exists()  # no daemon of the job's own was started
 
 
-def test_sigterm_to_the_job_stops_the_trainer_and_flushes_the_daemon(tmp_path: Path) -> None:
+def test_sigterm_to_the_job_stops_the_trainer_and_flushes_the_daemon(tmp_path: Path, tool_path: str) -> None:
     port = free_port()
-    env = _job_env(tmp_path, port, seconds=60)
+    env = _job_env(tmp_path, port, tool_path, seconds=60)
     job = subprocess.Popen(["bash", str(TEMPLATE)], env=env, cwd=tmp_path, stdout=subprocess.PIPE,
                            stderr=subprocess.STDOUT, text=True)
     try:
@@ -141,6 +140,7 @@ def test_sigterm_to_the_job_stops_the_trainer_and_flushes_the_daemon(tmp_path: P
     assert job.returncode == 143, out
     assert "received TERM" in out
     assert not _answers(port)
+    assert _ledger(tmp_path, "SELECT status FROM runs WHERE run_id = '4242'") == [("failed",)]
     sessions = _ledger(tmp_path, "SELECT stopped_at FROM sampler_sessions")
     assert len(sessions) == 1 and sessions[0][0] is not None
 
@@ -165,16 +165,16 @@ def _hook(script: Path, job: str, env: dict[str, str]) -> str:
     return done.stdout + done.stderr
 
 
-def _hook_env(tmp: Path, port: int) -> dict[str, str]:
-    env = _job_env(tmp, port)
+def _hook_env(tmp: Path, port: int, path: str) -> dict[str, str]:
+    env = _job_env(tmp, port, path)
     env.update({"JOULEMETER_LAUNCH": "direct", "JOULEMETER_RUN_DIR": str(tmp / "run"),
                 "JOULEMETER_LOG": str(tmp / "log" / "daemon.log"), "JOULEMETER_ENV_FILE": str(tmp / "none.env")})
     return env
 
 
-def test_prolog_and_epilog_keep_one_daemon_while_jobs_run(tmp_path: Path) -> None:
+def test_prolog_and_epilog_keep_one_daemon_while_jobs_run(tmp_path: Path, tool_path: str) -> None:
     port = free_port()
-    env = _hook_env(tmp_path, port)
+    env = _hook_env(tmp_path, port, tool_path)
     _hook(PROLOG, "1", env)
     assert _answers(port)
     pid = (tmp_path / "run" / "started").read_text().strip()
@@ -190,10 +190,10 @@ def test_prolog_and_epilog_keep_one_daemon_while_jobs_run(tmp_path: Path) -> Non
     assert len(sessions) == 1 and sessions[0][0] is not None, "stopped without a flush"
 
 
-def test_prolog_and_epilog_leave_a_daemon_they_did_not_start(tmp_path: Path, daemon_factory) -> None:
+def test_prolog_and_epilog_leave_a_daemon_they_did_not_start(tmp_path: Path, tool_path: str, daemon_factory) -> None:
     port = free_port()
     node_daemon = daemon_factory(port=port, db=f"sqlite:///{tmp_path / 'node-wide.db'}")
-    env = _hook_env(tmp_path, port)
+    env = _hook_env(tmp_path, port, tool_path)
     _hook(PROLOG, "7", env)
     assert not (tmp_path / "run" / "started").exists()
     _hook(EPILOG, "7", env)
@@ -201,15 +201,15 @@ def test_prolog_and_epilog_leave_a_daemon_they_did_not_start(tmp_path: Path, dae
     assert not (tmp_path / "ledger.db").exists()
 
 
-def test_array_example_gives_each_task_its_own_command_and_run_id(tmp_path: Path) -> None:
+def test_array_example_gives_each_task_its_own_command(tmp_path: Path, tool_path: str) -> None:
     probe = tmp_path / "probe.sh"
     probe.write_text('echo "cmd=$TRAIN_CMD"\n')
-    env = {"PATH": PATH, "SLURM_ARRAY_JOB_ID": "4297", "SLURM_ARRAY_TASK_ID": "3", "SLURM_JOB_ID": "4300",
+    env = {"PATH": tool_path, "SLURM_ARRAY_JOB_ID": "4297", "SLURM_ARRAY_TASK_ID": "3", "SLURM_JOB_ID": "4300",
            "JOULEMETER_TEMPLATE": str(probe)}
     done = subprocess.run(["bash", str(ROOT / "deploy" / "slurm" / "joulemeter-array.sbatch")], env=env,
                           capture_output=True, text=True, timeout=30)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "cmd=python -m trainer distill --lr 2e-4 --seed 0"
+    assert done.stdout.strip() == "cmd=python -m trainer distill --demo --lr 1e-2 --seed 0 --output-dir runs/demo-lr-1e-2"
 
 
 @pytest.mark.parametrize("script", sorted((ROOT / "deploy").rglob("*.sh")) + sorted((ROOT / "deploy").rglob("*.sbatch")),
@@ -220,42 +220,3 @@ def test_shell_scripts_parse(script: Path) -> None:
     if script.suffix == ".sbatch" or script.name in {"prolog.sh", "epilog.sh"}:
         assert os.access(script, os.X_OK), f"{script.name} is not executable"
         assert script.read_text().startswith("#!/bin/bash\n")
-
-
-FAKE_SRUN = """#!/bin/bash
-# Stands in for srun on a one-node allocation: records its arguments (one file per step, since steps run at
-# once and a long line appended by two of them could interleave), then runs the task here.
-printf '%q ' "$@" > "$(mktemp "$FAKE_SRUN_LOG/step.XXXXXX")"
-while [[ $# -gt 0 && $1 == --* ]]; do shift; done
-exec "$@"
-"""
-
-
-def test_with_srun_the_daemon_and_the_trainer_run_as_steps(tmp_path: Path) -> None:
-    """The srun path's plumbing (functions shipped to the node's shell, the variables they need, stopping the
-    daemon step), with a stand-in srun that runs each step's single task on this machine."""
-    port = free_port()
-    env = _job_env(tmp_path, port, seconds=0.5)
-    fake = tmp_path / "bin" / "srun"
-    fake.parent.mkdir()
-    fake.write_text(FAKE_SRUN)
-    fake.chmod(0o755)
-    (tmp_path / "srun-steps").mkdir()
-    env.update({"PATH": f"{fake.parent}:{env['PATH']}", "FAKE_SRUN_LOG": str(tmp_path / "srun-steps")})
-    done = _run_template(env, tmp_path)
-    out = done.stdout + done.stderr
-    assert done.returncode == 0, out
-    assert "starting a daemon for this job" in out and "trained 4242" in out
-    assert not _answers(port)
-    steps = [f.read_text() for f in (tmp_path / "srun-steps").iterdir()]
-    assert len(steps) == 3, steps
-    # the daemon step runs in the background, so it may log after the wait step
-    (daemon_step,) = [s for s in steps if "--job-name=joulemeter-daemon " in s]
-    (wait_step,) = [s for s in steps if "--job-name=joulemeter-wait " in s]
-    (train_step,) = [s for s in steps if s.startswith("bash -c ")]
-    for step in (daemon_step, wait_step):
-        assert step.startswith("--overlap --nodes=1 --ntasks-per-node=1 "), step
-    assert daemon_step.rstrip().endswith("; jm_node_daemon'") and wait_step.rstrip().endswith("; jm_node_wait'")
-    assert "train.py" in train_step
-    sessions = _ledger(tmp_path, "SELECT stopped_at FROM sampler_sessions")
-    assert len(sessions) == 1 and sessions[0][0] is not None, "the daemon step was not stopped cleanly"
