@@ -146,3 +146,16 @@ def test_tagged_power_attributes_short_phases_of_a_device_without_counter():
         truth = float(np.sum((e[mask] - s[mask]) * POWER[name]))
         assert dict(zip(labels, pe.methods))[name] == "attributed"
         assert got[name] == pytest.approx(truth, rel=0.05)
+
+
+def test_a_label_held_at_zero_by_the_bound_still_states_an_uncertainty():
+    names, s, e, seg, t1 = _training(500, jitter=0.2, seed=5)
+    seg[seg[:, 2] == POWER["optimizer"], 2] = 0.0  # the optimizer draws nothing: the fit sits on its bound
+    part = innermost_partition(names, s, e, 1000.0, t1)
+    u, cum = _counter(seg, 1000.0, t1)
+    rng = np.random.default_rng(2)
+    fit = attribute(part, u[:-1], u[1:], np.diff(cum) + rng.normal(0.0, 0.5, u.size - 1))
+    assert fit is not None
+    j = part.labels.index("optimizer")
+    assert fit.power_w[j] == 0.0  # on the bound (seed chosen so)
+    assert fit.covariance[j, j] > 0.0

@@ -78,6 +78,8 @@ def test_a_reset_is_believed_only_where_the_device_could_have_drawn_it():
     # A forward jump beyond the power limit is refused as well.
     assert counter_increment(10.0, 50_010.0, None, elapsed_s=0.1, max_power_w=700.0).joules == 0.0
     assert counter_increment(10.0, 80.0, None, elapsed_s=0.1, max_power_w=700.0).joules == 70.0
+    # Two reads 10 ms apart, the second seeing a 200 ms update (one that carried a dropped one) at 420 W: real.
+    assert counter_increment(10.0, 94.0, None, elapsed_s=0.01, max_power_w=700.0).joules == 84.0
 
 
 def test_counter_points_keep_the_first_stamp_of_each_value():

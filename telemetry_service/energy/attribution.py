@@ -19,7 +19,7 @@ class AttributionFit:
 
     labels: list[str]
     power_w: FloatArray
-    covariance: FloatArray  # of power_w, from the residuals (zero rows/columns where the bound is active)
+    covariance: FloatArray  # of power_w, from the residuals of the unconstrained fit
     windows: int
     # False where the windows cannot tell some labels apart (a pattern in lockstep with the counter's updates).
     identifiable: bool = True
@@ -57,11 +57,9 @@ def attribute(partition: Partition, lo: ArrayLike, hi: ArrayLike, energy_j: Arra
     x_used, _ = nnls(m, d)
     rss = max(float(b @ b - 2.0 * x_used @ atb + x_used @ ata @ x_used), 0.0)
     sigma2 = rss / max(b.size - n_used, 1)
-    free = x_used > 0
-    cov_used = np.zeros((n_used, n_used))
-    if free.any():
-        fi = np.nonzero(free)[0]
-        cov_used[np.ix_(fi, fi)] = sigma2 * np.linalg.pinv(ata[np.ix_(fi, fi)])
+    # Every label's uncertainty comes from the unconstrained fit: one held at zero by the bound is not thereby
+    # known to be zero (a phase that drew hundreds of joules must not read 0 ± 0).
+    cov_used = sigma2 * np.linalg.pinv(ata)
     p = len(partition.labels)
     power = np.zeros(p)
     power[used] = x_used

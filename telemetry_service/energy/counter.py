@@ -15,6 +15,8 @@ from telemetry_service.energy.uncertainty import Doubt
 
 # Without a known power limit, no device is believed to draw more than this.
 DEFAULT_MAX_POWER_W = 2000.0
+# The longest a counter's update may lag the reads: no counter updates less often than once a second.
+STEP_SLACK_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -38,7 +40,9 @@ def counter_increment(previous: float, current: float, wrap: float | None, elaps
         delta, how = (delta + wrap, "wrap") if wrap is not None and wrap > 0 else (current, "reset")
     if elapsed_s is None:
         return Increment(max(delta, 0.0), "counter reset" if how == "reset" else None)
-    ceiling = 1.5 * (max_power_w or DEFAULT_MAX_POWER_W) * max(elapsed_s, 0.0) + 1.0
+    # A step covers the time since the update before the previous read, not just between the two reads: reads
+    # bunched by a late sampler, or an update that carries a dropped one, see up to a second more.
+    ceiling = 1.5 * (max_power_w or DEFAULT_MAX_POWER_W) * (max(elapsed_s, 0.0) + STEP_SLACK_S)
     if delta > ceiling:
         what = {"step": "jumped ahead", "wrap": "wrapped", "reset": "went backwards"}[how]
         return Increment(0.0, f"counter {what} by {abs(current - previous):.1f} J in {elapsed_s:.3f} s, more than the "
