@@ -121,43 +121,46 @@ class Session:
 
         sensor = NvmlSensor(self.nvml, source="simulated", key_prefix="simgpu")
         errors: dict[str, str] = {}
+        to_close: list[Zeus | CodeCarbon] = []
         load = HostLoad()
         try:
             with harness.in_process_daemon(SensorSet(sensors=[sensor], gpu_sensor=sensor), node=NODE) as (url, _):
                 naive, zeus, cc = self.set_up_peers(errors)
+                to_close = [p for p in (zeus, cc) if p is not None]
                 poster = Poster(url)
                 poster.start()
-                tools: list[Tool] = [t for t in (naive, zeus, cc) if t is not None]
+                tools: list[Tool] = [naive, *to_close]
                 driven = drive(self.elements, time.time() + SET_UP_S, self.trace, tools, poster, load)
                 poster.finish()
                 with httpx.Client(base_url=url, timeout=300.0) as client:
                     answers = {sid: client.get(f"/api/v1/runs/{sid}/energy").raise_for_status().json()
                                for sid in self.scenarios}
                     health = client.get("/healthz").json()
-                for peer in (zeus, cc):
-                    if peer is not None:
-                        peer.close()
         finally:
             load.stop()
+            for peer in to_close:  # even on failure: Zeus's poller, left running, would spin on a core
+                peer.close()
             self.trace.close()
         if poster.errors:
             errors["poster"] = "; ".join(poster.errors)
-        records = ours_records(driven["ours"], answers, self.scenarios, [s.name for s in self.sensors], self.truth,
-                               self.sensed, NODE)
-        skipped: dict[str, dict[str, str]] = {}
-        for tool, peer in (("naive", naive), ("zeus", zeus), ("codecarbon", cc)):
-            if peer is not None:
-                records += peer_records(tool, peer.windows, self.scenarios, [s.name for s in self.sensors],
-                                        self.truth)
-                skipped[tool] = {self.sensors[g].name: why for g, why in peer.skipped.items()}
-        return {"length": self.length, "records": records, "skipped": skipped, "errors": errors,
-                "lateness_ms": driven["lateness_ms"], "schedule_shift_s": driven["schedule_shift_s"],
-                "as_run_median_s": self.as_run(driven["ours"]),
-                "sampler": health.get("sampler"),
+        out = self.results(driven, answers, {"naive": naive, "zeus": zeus, "codecarbon": cc})
+        return {**out, "errors": errors, "sampler": health.get("sampler"),
                 "counter_lost_locks": [g.clock.lost_locks for g in sensor.gpus if g.clock is not None],
-                "zeus_end_window_s": harness.quantiles(zeus.costs) if zeus is not None and zeus.costs else None,
-                "peer_settings": {k: p.settings for k, p in (("naive", naive), ("zeus", zeus), ("codecarbon", cc))
-                                  if p is not None}}
+                "zeus_end_window_s": harness.quantiles(zeus.costs) if zeus is not None and zeus.costs else None}
+
+    def results(self, driven: dict[str, Any], answers: dict[str, Any], peers: dict[str, Any]) -> dict[str, Any]:
+        """Every tool's figures against the truth, and how the session ran."""
+        names = [s.name for s in self.sensors]
+        records = ours_records(driven["ours"], answers, self.scenarios, names, self.truth, self.sensed, NODE)
+        skipped: dict[str, dict[str, str]] = {}
+        for tool, peer in peers.items():
+            if peer is not None:
+                records += peer_records(tool, peer.windows, self.scenarios, names, self.truth)
+                skipped[tool] = {names[g]: why for g, why in peer.skipped.items()}
+        return {"length": self.length, "records": records, "skipped": skipped,
+                "load_1m_at_run_start": driven["load_1m"], "lateness_ms": driven["lateness_ms"],
+                "schedule_shift_s": driven["schedule_shift_s"], "as_run_median_s": self.as_run(driven["ours"]),
+                "peer_settings": {k: p.settings for k, p in peers.items() if p is not None}}
 
 
 def parse_args() -> argparse.Namespace:
@@ -210,6 +213,10 @@ def conditions(session: dict[str, Any]) -> str:
     parts = [f"{h}: phases {1e3 * v:.1f} ms (median as run), training thread late by "
              f"{session['lateness_ms'][h]['median']:.1f} ms median / {session['lateness_ms'][h]['p99']:.0f} ms p99"
              for h, v in session["as_run_median_s"].items()]
+    for h in session["as_run_median_s"]:
+        loads = [v for k, v in session.get("load_1m_at_run_start", {}).items() if f"-{h}-" in k]
+        if loads:
+            parts.append(f"{h} runs began at 1-min load {min(loads):.1f}–{max(loads):.1f}")
     sampler = session["sampler"] or {}
     return (f"{'; '.join(parts)}. Daemon sampler: {sampler.get('missed_ticks')} ticks missed of "
             f"{(sampler.get('ticks') or 0) + (sampler.get('missed_ticks') or 0)}, worst gap "

@@ -49,7 +49,7 @@ def by_name(windows: Iterable[Window], truth: Truth) -> dict[tuple[str, str, int
 
 
 def base_record(tool: str, sc: Scenario, name: str, sensor: str, truth: float, est: float) -> dict[str, Any]:
-    return {"tool": tool, "sensor": sensor, "length": sc.length, "host": sc.host, "repeat": sc.repeat,
+    return {"tool": tool, "run": sc.id, "sensor": sensor, "length": sc.length, "host": sc.host, "repeat": sc.repeat,
             "kind": sc.kind, "name": name, "truth_j": truth, "energy_j": est, "rel_err": rel_err(est, truth)}
 
 
@@ -78,7 +78,9 @@ def ours_records(markers: list[Marker], answers: dict[str, Any], scenarios: dict
                     "sensor_truth_j": s, "rel_err_sensor": rel_err(est, s), "uncertainty_j": unc,
                     "covered": covered(est, t, unc), "covered_sensor": covered(est, s, unc),
                     "timing_quality": device.get("timing_quality"), "method": phase.get("methods", {}).get(dev),
-                    "complete": phase.get("complete"), "extrapolated_j_all_devices": phase.get("extrapolated_j")})
+                    "complete": phase.get("complete"), "extrapolated_j_all_devices": phase.get("extrapolated_j"),
+                    # sampling gaps the answer reports on this device over the run: a stalled sampler
+                    "gaps_s": sum(g["duration_s"] for g in answer.get("gaps", []) if g["device"] == dev)})
     return out
 
 
@@ -112,6 +114,7 @@ def ours_cell(rs: list[dict[str, Any]]) -> dict[str, Any]:
     return {"worst_sensor": max(_abs_or_inf(r["rel_err_sensor"]) for r in rs),
             "covered": sum(cov), "judged": len(cov),
             "timing_quality_min": min(tq) if tq else None,
+            "gaps_s_max": max(r.get("gaps_s", 0.0) for r in rs),
             "methods": sorted({str(r["method"]) for r in rs})}
 
 
@@ -132,14 +135,15 @@ def matrix_table(cs: dict[tuple[str, float, str, str], dict[str, Any]], sensors:
             row = [sensor, host, len(ours["per_repeat"]), fmt_pct(ours["worst"]),
                    fmt_pct(ours["worst_sensor"]) if sensor.startswith("part-time") else "=",
                    f"{ours['covered']}/{ours['judged']}",
-                   "–" if ours["timing_quality_min"] is None else f"{ours['timing_quality_min']:.2f}"]
+                   "–" if ours["timing_quality_min"] is None else f"{ours['timing_quality_min']:.2f}",
+                   f"{ours['gaps_s_max']:.1f} s" if ours["gaps_s_max"] else "none"]
             for tool in TOOLS[1:]:
                 c = cs.get((sensor, length, host, tool))
                 row.append(fmt_pct(c["worst"]) if c else ("not run" if sensor in skipped.get(tool, {}) else "n/a"))
             row.append(", ".join(ours["methods"]))
             body.append(row)
     return harness.table(["sensor", "host", "repeats", "ours worst", "ours vs sensor", "covered (≤2σ)",
-                          "timing q. min", "Zeus", "CodeCarbon", "naive", "our method"], body,
+                          "timing q. min", "gaps (max)", "Zeus", "CodeCarbon", "naive", "our method"], body,
                          title=f"Phases of {length:g} s — worst |relative error| per phase name over the repeats")
 
 

@@ -187,6 +187,7 @@ def drive(elements: list[Element], origin: float, trace: LiveTrace, tools: list[
     ours: list[Marker] = []
     markers: list[dict[str, Any]] = []
     shift = 0.0  # how far work in idle stretches pushed the rest of the schedule back
+    load_1m: dict[str, float] = {}  # the machine's 1-minute load average as each run begins: how quiet "quiet" was
 
     def at_idle(i: int) -> None:
         """Work done while idle: start or stop the competing load, register the next run."""
@@ -202,6 +203,7 @@ def drive(elements: list[Element], origin: float, trace: LiveTrace, tools: list[
             if late > 0:  # the power follows the real instants, so the schedule can simply move
                 shift += late
             ledger.register(nxt.scenario.id, origin + nxt.offset + shift - 0.3)
+            load_1m[nxt.scenario.id] = os.getloadavg()[0]
 
     at_idle(0)
     prev_t = float(trace.starts()[0])
@@ -225,7 +227,7 @@ def drive(elements: list[Element], origin: float, trace: LiveTrace, tools: list[
                 ledger.phases(prev.scenario.id, markers, t + 0.3)
                 markers = []
             at_idle(i)
-    return {"ours": ours, "schedule_shift_s": shift,
+    return {"ours": ours, "schedule_shift_s": shift, "load_1m": load_1m,
             "lateness_ms": {h: {"median": float(np.median(v) * 1e3), "p99": float(np.percentile(v, 99) * 1e3),
                                 "max": float(np.max(v) * 1e3)} for h, v in lateness.items()}}
 
