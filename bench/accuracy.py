@@ -2,7 +2,7 @@
 Zeus, CodeCarbon and a naive reader, all reading the same simulated GPUs.
 
     .venv/bin/python bench/accuracy.py --quick        # every sensor model, 1 s / 0.2 s / 20 ms x 100, once
-    .venv/bin/python bench/accuracy.py                # the full matrix, 5 repeats (about an hour on 2 cores)
+    .venv/bin/python bench/accuracy.py                # the full matrix, 5 repeats (about 30 minutes on 2 cores)
     .venv/bin/python bench/accuracy.py --lengths 1,0.2 --hosts quiet,loaded --repeats 3
 
 One `SimulatedNvml` instance holds one fake GPU per sensor model (`--profiles`), all playing the same power
@@ -173,6 +173,7 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--repeats", type=int, default=None, help="trials per cell; each cell is their worst (5)")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--no-peers", action="store_true", help="our daemon and the naive reader only")
+    ap.add_argument("--out", default=None, help="name of the JSON in bench/out/ (accuracy-matrix[-quick])")
     args = ap.parse_args()
     args.profiles = args.profiles.split(",")
     args.hosts = args.hosts.split(",")
@@ -235,7 +236,7 @@ def report(args: argparse.Namespace, sessions: list[dict[str, Any]]) -> None:
                          for s in sessions)
     text += "\n\n" + skipped_notes(skipped) + "\n\n" + verdict_table(cs)
     print(text, flush=True)
-    path = harness.write_json("accuracy-matrix-quick" if args.quick else "accuracy-matrix", {
+    path = harness.write_json(args.out or ("accuracy-matrix-quick" if args.quick else "accuracy-matrix"), {
         "config": {"profiles": args.profiles, "lengths": args.lengths, "hosts": args.hosts, "repeats": args.repeats,
                    "reps": {f"{x:g}": reps_for(x, args.quick) for x in args.lengths}, "seed": args.seed,
                    "sensors": {p: SENSORS[p].__dict__ for p in args.profiles}},
