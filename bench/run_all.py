@@ -1,6 +1,6 @@
 """Runs every benchmark, one after the other (they would disturb each other), then checks the targets.
 
-    .venv/bin/python bench/run_all.py              # everything, about 20 minutes
+    .venv/bin/python bench/run_all.py              # everything, about 45 minutes (the accuracy matrix is 30)
     .venv/bin/python bench/run_all.py --quick      # everything in its quick form, about 5 minutes
     .venv/bin/python bench/run_all.py --targets    # only the target check, from the JSON already in bench/out/
 
@@ -21,6 +21,7 @@ from typing import Any
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import harness  # noqa: E402
+from accuracy_matrix import verdicts  # noqa: E402
 
 BENCHMARKS = ("accuracy", "overhead", "daemon_cost", "ingest_query")
 
@@ -30,43 +31,23 @@ def load(name: str, quick: bool) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def _max_err(rows: list[dict[str, Any]], tool: str, variants: tuple[str, ...], pred: Any) -> float | None:
-    errs = [abs(r[tool]["rel_err"]) for r in rows if r["variant"] in variants and pred(r["length"]) and tool in r]
-    return max(errs) if errs else None
-
-
 def targets(quick: bool) -> tuple[str, list[dict[str, Any]]]:
     out: list[dict[str, Any]] = []
 
     def add(target: str, value: str, met: bool | None, note: str = "") -> None:
         out.append({"target": target, "measured": value, "met": met, "note": note})
 
-    counter = ("counter+instant", "counter+average")
-    acc = load("accuracy", quick)
+    acc = load("accuracy-matrix", quick)
     if acc is not None:
-        rows = acc["rows"]
-        for label, pred, limit in (("phases of 1 s or more", lambda length: length >= 1.0, 0.005),
-                                   ("phases of 0.2 s", lambda length: abs(length - 0.2) < 1e-9, 0.05),
-                                   ("20 ms phase name, total over its repeats", lambda length: length < 0.03, 0.05)):
-            for variant in counter:
-                e = _max_err(rows, "ours", (variant,), pred)
-                reps = sorted({r["reps"] for r in rows if pred(r["length"])})
-                add(f"with a counter ({variant}), {label}: error < {limit:.1%}", harness.pct(e),
-                    None if e is None else e < limit, f"worst phase name; repeats per name {reps}")
-        lengths = sorted({r["length"] for r in rows})
-        variants = [v["key"] for v in acc["config"]["variants"]]
-        for variant in variants:
-            cells, ok = [], True
-            for length in lengths:
-                ours = _max_err(rows, "ours", (variant,), lambda x, L=length: x == L)
-                peers = [e for e in (_max_err(rows, t, (variant,), lambda x, L=length: x == L)
-                                     for t in ("zeus", "codecarbon")) if e is not None]
-                best = min(peers) if peers else None
-                if ours is not None and best is not None:
-                    ok &= ours <= best
-                    cells.append(f"{length:g} s: {harness.pct(ours, 1)} vs {harness.pct(best, 1)}")
-            add(f"at least as accurate as the best peer at every phase length ({variant})", "; ".join(cells), ok,
-                "worst phase name, ours vs the better of Zeus and CodeCarbon")
+        cs = {(c["sensor"], c["length"], c["host"], c["tool"]): c for c in acc["cells"]}
+        table = verdicts(cs)
+        for col, label in ((4, "the bound for its sensor model and phase length"),
+                           (5, "never worse than the best peer"), (6, "loaded host within 1.5x of quiet")):
+            judged = [r for r in table if r[col] != "–"]
+            missed = [f"{r[0]} {r[1]} {r[2]}: {r[3]}" for r in judged if r[col] != "met"]
+            more = f" and {len(missed) - 6} more" if len(missed) > 6 else ""
+            add(f"accuracy, worst phase name per cell: {label}", f"{len(judged) - len(missed)} of {len(judged)} "
+                f"cells met", not missed, "; ".join(missed[:6]) + more)
     ovh = load("overhead", quick)
     if ovh is not None:
         by = {r["tool"]: r for r in ovh["per_phase_s"]}
