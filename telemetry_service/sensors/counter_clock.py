@@ -42,8 +42,10 @@ from telemetry_service.sensors.counter_grid import (
 
 log = logging.getLogger(__name__)
 
-# Edges kept for the fit: the most recent ones, so a period that drifts is followed.
+# Edges kept for the fit: the most recent ones, over at most the last half-minute, so that a period that drifts
+# is followed (a grid that wanders by a fraction of a percent drifts tens of ms from a line fitted over minutes).
 MAX_EDGES = 48
+FIT_SPAN_S = 30.0
 # Edges a first burst must locate before a grid is believed.
 MIN_EDGES = 4
 # Predicted updates seen missing in a row before the lock is rejected (one alone is a dropped update).
@@ -72,7 +74,7 @@ class CounterClock:
     """Tracks one counter's update grid from a background thread; `stamp` is called by the sampler."""
 
     def __init__(self, read: Callable[[], float], name: str = "counter", poll: float = 0.001,
-                 max_refine_every: float = 5.0, now: Callable[[], float] = time.time,
+                 max_refine_every: float = 2.0, now: Callable[[], float] = time.time,
                  sleep: Callable[[float], None] = time.sleep) -> None:
         self._read = read
         self.name = name
@@ -246,6 +248,8 @@ class CounterClock:
         self._remember([edge])
         self._obs.append((self._obs[-1][0] + round((edge.t - self._obs[-1][1].t) / grid.period), edge))
         del self._obs[:-MAX_EDGES]
+        while len(self._obs) > MIN_EDGES and self._obs[0][1].t < edge.t - FIT_SPAN_S:
+            del self._obs[0]
         refit = fit_grid(self._obs)
         why = "no fit" if refit is None else grid_disagrees(refit, self._obs)
         if refit is None or why is not None:
