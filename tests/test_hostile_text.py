@@ -4,7 +4,10 @@ must not outlive their request: against a real daemon process, and the client's 
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -14,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.client_fixtures import make_client, offline_url, spool_dir  # noqa: F401 - fixtures
 from tests.daemon_proc import DaemonProcess, free_port
 
 NOW = time.time()
@@ -177,3 +181,67 @@ def test_an_unexpected_error_is_a_500_that_keeps_the_connection(tmp_path, monkey
         server.should_exit = True
         thread.join(timeout=10)
         daemon.close()
+
+
+# --- the client's side --------------------------------------------------------------------------------------------
+NON_UTF8 = os.fsdecode(b"/data/caf\xe9.bin")  # a file name that is not UTF-8, as Python hands it over
+SHOWN = "/data/caf\\xe9.bin"
+
+
+def test_a_non_utf8_file_name_and_secrets_in_a_config_through_the_client(daemon, make_client):
+    d, _ = daemon
+    tc = make_client(url=d.url, config={"data": NON_UTF8, NON_UTF8: 1, "HF_TOKEN": "hf_SECRET", "n\x00ul": "x"},
+                     tags={"file": NON_UTF8}).start()
+    tc.mark("load", path=NON_UTF8)
+    tc.mark(NON_UTF8)
+    assert tc.stop(metrics={"file": NON_UTF8}) is True
+    with d.client() as c:
+        run = c.get(f"/api/v1/runs/{tc.run_id}").json()
+        listed = c.get("/api/v1/runs").text  # what the dashboard's runs list gets
+        phases = c.get(f"/api/v1/runs/{tc.run_id}/phases").json()["phases"]
+    assert run["config"] == {"data": SHOWN, SHOWN: 1, "HF_TOKEN": "[redacted]", "n\\x00ul": "x"}
+    assert run["tags"]["file"] == SHOWN and run["metrics"] == {"file": SHOWN}
+    assert {p["name"] for p in phases} == {"load", SHOWN} and phases[0]["attrs"] == {"path": SHOWN}
+    assert "hf_SECRET" not in listed and tc.stats.unnamed == 0 and tc._sender is not None
+    assert tc._sender.rejected == 0
+
+
+def test_replay_sends_a_spool_with_a_non_utf8_config(daemon, make_client, offline_url, spool_dir):
+    d, _ = daemon
+    tc = make_client(url=offline_url, config={"data": NON_UTF8, "wandb_api_key": "SECRET"}, spool_after=0.0,
+                     register_timeout=0.5).start()
+    tc.mark(NON_UTF8)
+    assert tc.stop(timeout=0.0) is False
+    spooled = tc.spool_path
+    assert spooled is not None and "SECRET" not in spooled.read_text()
+    _replay(spooled, d.url)
+    with d.client() as c:
+        run = c.get(f"/api/v1/runs/{tc.run_id}").json()
+        names = [p["name"] for p in c.get(f"/api/v1/runs/{tc.run_id}/phases").json()["phases"]]
+    assert run["config"] == {"data": SHOWN, "wandb_api_key": "[redacted]"} and names == [SHOWN]
+
+
+def test_replay_sends_a_spool_an_older_client_wrote_with_raw_text(daemon, tmp_path):
+    d, _ = daemon
+    registration = {"name": NON_UTF8, "run_id": "older-1", "started_at": NOW - 5, "host": "h",
+                    "config": {"path": NON_UTF8, "hub_token": "hf_OLD"}, "tags": {NON_UTF8: "\ud800"}}
+    lines = [{"kind": "run", "v": 1, "url": d.url, "host": "h", "registration": registration},
+             {"kind": "phases", "phases": [{"name": NON_UTF8, "start": NOW - 4, "end": NOW - 3,
+                                            "attrs": {"k": "a\x00b"}}]},
+             {"kind": "stop", "body": {"status": "completed", "end": NOW - 1, "metrics": {"m": NON_UTF8}}}]
+    spooled = tmp_path / "older-1.h.1.abcd.jsonl"
+    spooled.write_text("".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8")
+    _replay(spooled, d.url)
+    with d.client() as c:
+        run = c.get("/api/v1/runs/older-1").json()
+        phase = c.get("/api/v1/runs/older-1/phases").json()["phases"][0]
+    assert run["name"] == SHOWN and run["config"] == {"path": SHOWN, "hub_token": "[redacted]"}
+    assert run["tags"] == {SHOWN: "\\ud800"} and run["metrics"] == {"m": SHOWN} and run["status"] == "completed"
+    assert phase["name"] == SHOWN and phase["attrs"] == {"k": "a\\x00b"}
+
+
+def _replay(path: Path, url: str) -> None:
+    done = subprocess.run([sys.executable, "-m", "trainer.client", "replay", str(path), "--url", url],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr and not path.exists()
