@@ -22,16 +22,36 @@ from telemetry_service.store.models import Run
 log = logging.getLogger(__name__)
 
 
+def _refresh_watched_pids(ctx: ApiContext) -> None:
+    # After a commit the answer must still go out: the sampler catches up at the next registration or stop.
+    try:
+        ctx.daemon.refresh_watched_pids()
+    except Exception:
+        log.exception("cannot refresh the processes watched for runs")
+
+
+async def _settle(ctx: ApiContext, run_id: str, summary: dict[str, Any]) -> dict[str, Any]:
+    """A stopped run's answer with its energy: fixed as its totals once the samples up to its end are in."""
+    written = await asyncio.to_thread(ctx.daemon.sampler.wait_written, summary["ended_at"] + 0.3, SETTLE_WAIT_S)
+    # The energy is computed beside the writer, not in it: a long run's answer must not hold up samples.
+    try:
+        total = (await asyncio.to_thread(ctx.energy, run_id))["total"]
+    except Exception:  # the stop is committed: answer it, with the totals left to be computed on reading
+        log.exception("cannot compute the energy of run %r as it stops", run_id)
+        return summary
+
+    def totals_job(session: Session) -> dict[str, Any]:
+        run = get_run(session, run_id)
+        # Totals are fixed only once the samples up to the run's end are in; until then they are computed.
+        run.totals = total if written else None
+        return run_summary(run, total)
+
+    return await ctx.write(totals_job)
+
+
 def router(ctx: ApiContext) -> APIRouter:
     daemon = ctx.daemon
     api = APIRouter(route_class=CheckedRoute)
-
-    def refresh_watched_pids() -> None:
-        # After a commit the answer must still go out: the sampler catches up at the next registration or stop.
-        try:
-            daemon.refresh_watched_pids()
-        except Exception:
-            log.exception("cannot refresh the processes watched for runs")
 
     @api.post("/api/v1/runs", status_code=201)
     async def create_run(body: RunCreate, response: Response) -> dict[str, Any]:
@@ -46,7 +66,7 @@ def router(ctx: ApiContext) -> APIRouter:
             summary, created = await ctx.write(job)
         except IntegrityError:  # another daemon on a shared ledger created the same run_id a moment ago
             summary, created = await ctx.write(job)
-        refresh_watched_pids()
+        _refresh_watched_pids(ctx)
         if not created:
             response.status_code = 200
         return {**summary, "warnings": vis.warnings}
@@ -77,21 +97,7 @@ def router(ctx: ApiContext) -> APIRouter:
         body = body or RunStop()
         now = time.time()
         summary = await ctx.write(lambda s: run_summary(stop(s, run_id, body, now)))
-        refresh_watched_pids()
-        written = await asyncio.to_thread(daemon.sampler.wait_written, summary["ended_at"] + 0.3, SETTLE_WAIT_S)
-        # The energy is computed beside the writer, not in it: a long run's answer must not hold up samples.
-        try:
-            total = (await asyncio.to_thread(ctx.energy, run_id))["total"]
-        except Exception:  # the stop is committed: answer it, with the totals left to be computed on reading
-            log.exception("cannot compute the energy of run %r as it stops", run_id)
-            return summary
-
-        def totals_job(session: Session) -> dict[str, Any]:
-            run = get_run(session, run_id)
-            # Totals are fixed only once the samples up to the run's end are in; until then they are computed.
-            run.totals = total if written else None
-            return run_summary(run, total)
-
-        return await ctx.write(totals_job)
+        _refresh_watched_pids(ctx)
+        return await _settle(ctx, run_id, summary)
 
     return api
