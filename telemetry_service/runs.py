@@ -13,7 +13,7 @@ from sqlalchemy import insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from telemetry_service.api.schemas import PhaseIn, RunCreate, RunStop
+from telemetry_service.schemas import PhaseIn, RunCreate, RunStop
 from telemetry_service.store.models import Phase, Run, RunMember
 from telemetry_service.store.writer import Refused
 

@@ -41,7 +41,13 @@ class SamplerStats:
     ticks: int = 0
     missed_ticks: int = 0
     worst_gap_s: float = 0.0
+    # Replaced, never changed in place: the API reads and encodes it from other threads while the sampler counts.
     sensor_errors: dict[str, int] = field(default_factory=dict)
+
+    def count_sensor_error(self, name: str) -> int:
+        count = self.sensor_errors.get(name, 0) + 1
+        self.sensor_errors = {**self.sensor_errors, name: count}
+        return count
 
 
 def register_node(session: Session, node_name: str, devices: list[DeviceInfo], now: float) -> tuple[int, dict[str, int]]:
@@ -206,8 +212,7 @@ class Sampler:
             self._pending.extend(rows)
 
     def _sensor_error(self, name: str, exc: Exception) -> None:
-        count = self.stats.sensor_errors.get(name, 0) + 1
-        self.stats.sensor_errors[name] = count
+        count = self.stats.count_sensor_error(name)
         if count == 1 or count % 100 == 0:
             log.warning("sensor %s failed (%d times so far): %s", name, count, exc)
 

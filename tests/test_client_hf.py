@@ -6,6 +6,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 import pytest
 
@@ -44,7 +45,8 @@ def test_hf_trainer_steps_evaluations_and_saves_are_marked(shared_daemon: Daemon
     args = transformers.TrainingArguments(
         output_dir=str(tmp_path / "out"), run_name="tiny-bert", max_steps=4, per_device_train_batch_size=4,
         per_device_eval_batch_size=8, eval_strategy="steps", eval_steps=2, save_strategy="steps", save_steps=2,
-        logging_steps=1, report_to="none", use_cpu=True, disable_tqdm=True, dataloader_num_workers=0)
+        logging_steps=1, report_to="none", use_cpu=True, disable_tqdm=True, dataloader_num_workers=0,
+        hub_token="hf_SECRET_never_stored")
     callback = TelemetryCallback(url=daemon.url, spool_dir=tmp_path / "spool", flush_interval=0.05, sync_cuda=False)
     trainer = transformers.Trainer(model=model, args=args, train_dataset=Pairs(32, 1), eval_dataset=Pairs(16, 2),
                                    compute_metrics=accuracy, callbacks=[callback])
@@ -56,6 +58,9 @@ def test_hf_trainer_steps_evaluations_and_saves_are_marked(shared_daemon: Daemon
     assert run is not None
     assert run["name"] == "tiny-bert" and run["status"] == "completed"
     assert run["config"]["max_steps"] == 4 and run["config"]["eval_steps"] == 2
+    # The arguments are the run's config, but their token is not: not in the run, nor in the dashboard's list.
+    assert run["config"]["hub_token"] == "[redacted]"
+    assert "hf_SECRET" not in httpx.get(f"{daemon.url}/api/v1/runs", timeout=30).text
     assert "eval_accuracy" in run["metrics"] and "eval_loss" in run["metrics"]
 
     phases = phases_of(daemon.url, run_id)

@@ -1,32 +1,96 @@
 """Property-based fuzzing of the whole API from its OpenAPI schema (schemathesis), against a real daemon process.
 
 Every operation gets schema-conforming (positive) and schema-violating (negative) requests, with random path
-parameters and with the ids of a real run and device. Every answer must come back within a time limit, none
-with a 5xx, and a rejected request (4xx) must leave the ledger's runs, members and phases exactly as they
-were. A stopped run seeded before the fuzzing must come out of it unchanged.
+parameters and with the ids of a real run and device. Half of them have one string of their body (a value or a
+key, at any depth) or of their query replaced by hostile text, or one more query parameter of it: lone surrogates
+and control characters, NUL among them. Every answer must come back within a time limit, none with a 5xx, a request holding text the ledger cannot
+store must be refused, and a rejected request (4xx) must leave the ledger's runs, members and phases exactly as
+they were. A stopped run seeded before the fuzzing must come out of it unchanged.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import sqlite3
 import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 
+from telemetry_service.text import find_unstorable
 from tests.daemon_proc import DaemonProcess
 
 # Examples per operation, per mode (positive/negative) and per path-parameter choice: ~1 minute in all.
 EXAMPLES = 20
 REQUEST_TIMEOUT_S = 20.0
 TABLES = {"runs": "id", "run_members": "id", "phases": "id"}
+# Lone surrogates (Cs) and control characters (Cc, NUL among them) mixed into ordinary text. A URL cannot carry a
+# lone surrogate, so query values get control characters only; a JSON body carries both as escapes.
+# NUL is drawn on its own too: among the 65 control characters it would be rare.
+CONTROL = st.characters(categories=["Cc"]) | st.just("\x00")
+BODY_TEXT = st.text(st.characters(categories=["Cs"]) | CONTROL | st.characters(codec="utf-8"), min_size=1, max_size=12)
+QUERY_TEXT = st.text(CONTROL | st.characters(codec="ascii"), min_size=1, max_size=12)
+
+
+def _text_places(value: Any, path: tuple[Any, ...] = ()) -> list[tuple[tuple[Any, ...], bool]]:
+    """(path, is_key) of every string value and every key in a JSON value."""
+    if isinstance(value, str):
+        return [(path, False)]
+    if isinstance(value, dict):
+        return [p for k, v in value.items() for p in [((*path, k), True), *_text_places(v, (*path, k))]]
+    if isinstance(value, list):
+        return [p for i, v in enumerate(value) for p in _text_places(v, (*path, i))]
+    return []
+
+
+@st.composite
+def _spoiled(draw: st.DrawFn, cases: st.SearchStrategy[Any]) -> Any:
+    """A case, or the case with one string of its body or query replaced by hostile text (with none, one more
+    query parameter of hostile text)."""
+    case = draw(cases)
+    if draw(st.booleans()):
+        return case
+    body = case.body if isinstance(case.body, (dict, list)) else None
+    places = [("body", p) for p in _text_places(body)] if body is not None else []
+    places += [("query", ((k,), False)) for k, v in (case.query or {}).items() if isinstance(v, str)]
+    if not places:
+        case.query = {**(case.query or {}), draw(QUERY_TEXT): draw(QUERY_TEXT)}
+        return case
+    where, (path, is_key) = draw(st.sampled_from(places))
+    container = case.body if where == "body" else case.query
+    for step in path[:-1]:
+        container = container[step]
+    if is_key:
+        container[draw(BODY_TEXT)] = container.pop(path[-1])
+    else:
+        container[path[-1]] = draw(BODY_TEXT if where == "body" else QUERY_TEXT)
+    return case
+
+
+def _curl(case: Any) -> str:
+    try:
+        return case.as_curl_command()[:600]
+    except ValueError:  # text curl's command line cannot hold
+        return f"{case.method} {case.formatted_path} query={case.query!r} body={case.body!r}"[:600]
+
+
+def _sent_unstorable(request: Any) -> bool:
+    """Whether the request as it went out (a URL cannot carry everything a case holds) holds unstorable text."""
+    query = [x for pair in parse_qsl(urlsplit(request.url).query, keep_blank_values=True) for x in pair]
+    try:
+        body = json.loads(request.body) if request.body else None
+    except ValueError:  # not JSON: nothing the ledger could be asked to store
+        body = None
+    return bool(find_unstorable(query) or find_unstorable(body))
 
 
 def _snapshot(path: Path) -> dict[str, str]:
@@ -73,6 +137,7 @@ def test_fuzzed_requests_get_no_5xx_no_hang_and_rejections_change_nothing(seeded
     schema = schemathesis.openapi.from_url(f"{d.url}/openapi.json")
     real_ids = {"run_id": "live", "node": node, "key": "simgpu0"}
     statuses: Counter[int] = Counter()
+    unstorable: Counter[bool] = Counter()
     failures: list[str] = []
 
     def check(case: Any) -> None:
@@ -80,11 +145,15 @@ def test_fuzzed_requests_get_no_5xx_no_hang_and_rejections_change_nothing(seeded
         started = time.monotonic()
         response = case.call(base_url=d.url, timeout=REQUEST_TIMEOUT_S)
         statuses[response.status_code] += 1
+        hostile = _sent_unstorable(response.request)
+        unstorable[hostile] += 1
         label = f"{case.method} {case.formatted_path} -> {response.status_code}"
         if response.status_code >= 500:
-            failures.append(f"{label}: {response.text[:300]}\n  {case.as_curl_command()[:600]}")
+            failures.append(f"{label}: {response.text[:300]}\n  {_curl(case)}")
+        elif response.status_code < 400 and hostile:
+            failures.append(f"{label} took text the ledger cannot store\n  {_curl(case)}")
         elif response.status_code >= 400 and _snapshot(path) != before:
-            failures.append(f"{label} was rejected but changed the ledger\n  {case.as_curl_command()[:600]}")
+            failures.append(f"{label} was rejected but changed the ledger\n  {_curl(case)}")
         elif response.status_code < 400 and time.monotonic() - started > REQUEST_TIMEOUT_S:
             failures.append(f"{label} took {time.monotonic() - started:.1f} s")
 
@@ -96,7 +165,7 @@ def test_fuzzed_requests_get_no_5xx_no_hang_and_rejections_change_nothing(seeded
             for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
                 @settings(max_examples=EXAMPLES, deadline=None, database=None, derandomize=False,
                           suppress_health_check=list(HealthCheck), phases=[Phase.explicit, Phase.generate])
-                @given(operation.as_strategy(generation_mode=mode, path_parameters=fixed))
+                @given(_spoiled(operation.as_strategy(generation_mode=mode, path_parameters=fixed)))
                 def fuzz(case: Any) -> None:
                     check(case)
 
@@ -107,10 +176,12 @@ def test_fuzzed_requests_get_no_5xx_no_hang_and_rejections_change_nothing(seeded
             if not names:
                 break
     cases = sum(statuses.values())
-    print(f"\nfuzz: {cases} requests over {len(operations)} operations; statuses {dict(sorted(statuses.items()))}")
+    print(f"\nfuzz: {cases} requests over {len(operations)} operations ({unstorable[True]} with unstorable text); "
+          f"statuses {dict(sorted(statuses.items()))}")
     assert not failures, "\n".join(failures[:20])
     assert cases >= 10 * len(operations)
     assert statuses[422] > 0 and statuses[404] > 0 and any(200 <= s < 300 for s in statuses)
+    assert unstorable[True] >= len(operations)
     # The stopped run nobody was allowed to touch is as it was, and so is its energy.
     assert _run_rows(path, "kept") == kept_before
     with d.client() as c:

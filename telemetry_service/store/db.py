@@ -10,6 +10,7 @@ from sqlalchemy.exc import ArgumentError, DatabaseError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from telemetry_service.store.migrate import MigrationError, upgrade_to_head
+from telemetry_service.text import load_json
 
 
 class LedgerError(RuntimeError):
@@ -39,10 +40,11 @@ def make_engine(url: str) -> Engine:
             if path.is_file() and path.stat().st_size == 0:
                 raise LedgerError(f"the ledger {path} is an empty file (0 bytes): restore it from a backup, or "
                                   "delete it to start a new ledger")
-        engine = create_engine(parsed, connect_args={"check_same_thread": False, "timeout": 10})
+        engine = create_engine(parsed, connect_args={"check_same_thread": False, "timeout": 10},
+                               json_deserializer=load_json)
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return create_engine(parsed, pool_pre_ping=True)
+    return create_engine(parsed, pool_pre_ping=True, json_deserializer=load_json)
 
 
 def open_ledger(url: str) -> tuple[Engine, sessionmaker[Session]]:

@@ -3,6 +3,9 @@
 SQLite takes one writer at a time. Rather than many threads contending (and retrying), the sampler's sample
 batches and the API's phase batches queue here; whatever has queued up is written in one transaction. A
 caller that needs durability (the API, before it answers 202) waits on the job's future.
+
+Every future resolves: a job is queued only while the writer is open (checked and queued under one lock, so none
+lands behind the stop), and whatever is still queued when the thread ends is failed.
 """
 
 from __future__ import annotations
@@ -34,18 +37,39 @@ class Writer:
         self._queue: queue.Queue[Any] = queue.Queue()
         self._max = max_jobs_per_batch
         self._thread = threading.Thread(target=self._run, name="ledger-writer", daemon=True)
+        self._open_lock = threading.Lock()
+        self._open = True
         self.batches = 0
         self._thread.start()
 
     def submit(self, job: Callable[[Session], T]) -> Future[T]:
         fut: Future[T] = Future()
-        if not self._thread.is_alive():
-            fut.set_exception(RuntimeError("the ledger writer has stopped"))
-            return fut
-        self._queue.put((job, fut))
+        with self._open_lock:
+            if self._open:
+                self._queue.put((job, fut))
+                return fut
+        fut.set_exception(RuntimeError("the ledger writer has stopped"))
         return fut
 
     def _run(self) -> None:
+        try:
+            self._loop()
+        finally:
+            self._shut()
+
+    def _shut(self) -> None:
+        """Closes the writer and fails whatever is still queued (only left there when the loop ended on an error)."""
+        with self._open_lock:
+            self._open = False
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if item is not _STOP and item[1].set_running_or_notify_cancel():
+                item[1].set_exception(RuntimeError("the ledger writer has stopped"))
+
+    def _loop(self) -> None:
         while True:
             item = self._queue.get()
             if item is _STOP:
@@ -66,6 +90,10 @@ class Writer:
                 return
 
     def _write(self, batch: list[tuple[Job, Future[Any]]]) -> None:
+        # A future its caller cancelled is skipped; the others can no longer be cancelled, so setting them cannot fail.
+        batch = [(job, fut) for job, fut in batch if fut.set_running_or_notify_cancel()]
+        if not batch:
+            return
         self.batches += 1
         outcomes: list[tuple[bool, Any]] = []
         try:
@@ -102,6 +130,9 @@ class Writer:
         fut.set_result(result)
 
     def close(self, timeout: float = 10.0) -> None:
-        """Writes everything queued so far, then stops."""
-        self._queue.put(_STOP)
+        """Writes everything queued so far, then stops; later jobs fail at once."""
+        with self._open_lock:
+            if self._open:
+                self._open = False
+                self._queue.put(_STOP)
         self._thread.join(timeout=timeout)

@@ -41,6 +41,9 @@ def _replay(claimed: ClaimedSpool, url: str | None) -> bool:
     except Rejected as exc:
         print(f"{path}: the daemon at {target} refused it ({exc.detail}); file kept", file=sys.stderr)
         return False
+    except (KeyError, TypeError, ValueError) as exc:  # a record this client cannot read: say so, keep the file
+        print(f"{path}: cannot be replayed ({type(exc).__name__}: {exc}); file kept", file=sys.stderr)
+        return False
     claimed.remove()
     rejected = f", {result.rejected} refused by the daemon" if result.rejected else ""
     stopped = f"; run stopped as {result.stopped}" if result.stopped else ""

@@ -2,6 +2,10 @@
 
 Everything that costs (JSON, HTTP, files) happens in the sender thread. `collections.deque.append` and
 `popleft` are atomic, so the training thread and the sender share the deque without a lock.
+
+When the run stops, the queue is retired and replaced by one that drops (and counts) what is recorded later. A
+thread may still hold the retired queue and append to it after its last drain: the appender sees the swap and counts
+the marker itself, so every marker is sent, spooled or counted in `dropped`.
 """
 
 from __future__ import annotations
@@ -44,10 +48,18 @@ class Phase:
         attrs = self.attrs
         if exc_type is not None:  # the interval still cost energy; say how it ended
             attrs = {**attrs, "error": exc_type.__name__} if attrs else {"error": exc_type.__name__}
-        q = rec.queue
-        q.append((self.name, self.start, end, self.step, attrs))
-        if len(q) == rec.max_batch:
-            rec.wake.set()
+        rec.record((self.name, self.start, end, self.step, attrs))
+
+
+class _Dropping(deque[Any]):
+    """The queue of a recorder whose run has ended: it keeps nothing and counts what it is given."""
+
+    def __init__(self, recorder: Recorder) -> None:
+        super().__init__(maxlen=0)
+        self._recorder = recorder
+
+    def append(self, item: Any) -> None:
+        self._recorder._count_dropped(1)
 
 
 class Recorder:
@@ -62,6 +74,37 @@ class Recorder:
         self.sync_cuda = sync_cuda
         self._cuda_sync: Callable[[], None] | None = None
         self._last = 0.0
+        self.dropped = 0  # markers recorded once the run had stopped (nothing sends them)
+        self._dropped_lock = threading.Lock()
+
+    def record(self, marker: tuple[Any, ...]) -> None:
+        """Queues a marker (name, start, end, step, attrs) for the sender."""
+        q = self.queue
+        q.append(marker)
+        if self.queue is not q:  # retired while this thread held it, perhaps after its last drain
+            self._drain_retired(q)
+        elif len(q) == self.max_batch:
+            self.wake.set()
+
+    def _retire_queue(self) -> None:
+        """Once the run has stopped: later markers are dropped, and so is what the sender left behind."""
+        retired, self.queue = self.queue, _Dropping(self)
+        self._drain_retired(retired)
+
+    def _drain_retired(self, retired: deque[Any]) -> None:
+        n = 0
+        while True:
+            try:
+                item = retired.popleft()  # atomic: a marker two threads race for is counted once
+            except IndexError:
+                break
+            n += type(item) is tuple
+        self._count_dropped(n)
+
+    def _count_dropped(self, n: int) -> None:
+        if n:
+            with self._dropped_lock:
+                self.dropped += n
 
     def _instant(self) -> float:
         """Now, in unix seconds, after the GPU's queued work; strictly after the previous instant.
@@ -105,10 +148,7 @@ class Recorder:
     def mark(self, name: str, step: int | None = None, **attrs: Any) -> None:
         """An instant (start == end): a checkpoint saved, a learning-rate change."""
         t = self._instant()
-        q = self.queue
-        q.append((name, t, t, step, attrs or None))
-        if len(q) == self.max_batch:
-            self.wake.set()
+        self.record((name, t, t, step, attrs or None))
 
     def phased(self, name: str | Callable[P, R] | None = None, **attrs: Any) -> Any:
         """Decorator: `@tc.phased("eval")`, or bare `@tc.phased` (the function's name is the phase's)."""

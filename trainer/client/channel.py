@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from trainer.client.payload import Scalar
+from trainer.client.payload import Scalar, registration_body
 from trainer.client.transport import Rejected, Transport, UnknownRun
 
 log = logging.getLogger("trainer.client")
@@ -29,7 +29,7 @@ class RunChannel:
         running two trainings), so this run takes the next free `<job id>.<n>` instead of joining it.
         """
         self.transport = transport
-        self.registration = dict(registration)
+        self.registration = registration_body(registration)
         self.derive_id = derive_id
         self.registered = False
         self.daemon_warnings: list[str] = []

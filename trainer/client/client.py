@@ -28,7 +28,7 @@ from typing import Any
 from trainer.client.buffer import Recorder
 from trainer.client.channel import RunChannel
 from trainer.client.environment import daemon_url, default_spool_dir, discover
-from trainer.client.payload import MAX_NAME, jsonable, scalar_map
+from trainer.client.payload import MAX_NAME, jsonable, redact, registration_body, scalar_map, text
 from trainer.client.sender import Flush, Sender, SenderStats, StopRequest
 from trainer.client.spool import SpoolWriter
 from trainer.client.transport import STOP_TIMEOUT_S, Rejected, Transport, Unreachable
@@ -80,7 +80,7 @@ class TelemetryClient(Recorder):
             raise ValueError(f"run_id {run_id!r}: use 1 to 255 letters, digits and _ . : @ + -")
         if flush_interval <= 0 or spool_after < 0:
             raise ValueError("flush_interval must be positive and spool_after not negative")
-        self.name = str(name).strip()[:MAX_NAME] or "run"
+        self.name = text(str(name).strip())[:MAX_NAME] or "run"
         self.url = daemon_url(url)
         self.spool_dir = Path(spool_dir).expanduser() if spool_dir is not None else default_spool_dir()
         self.process = discover()
@@ -88,7 +88,7 @@ class TelemetryClient(Recorder):
         self._derive_id = run_id is None and env_id is not None
         self._run_id = run_id or env_id or uuid.uuid4().hex
         config_json = jsonable(config) if config is not None else {}
-        self.config = config_json if isinstance(config_json, dict) else {"config": config_json}
+        self.config = redact(config_json if isinstance(config_json, dict) else {"config": config_json})
         self.tags = {**self.process.tags, **scalar_map(tags, 256)}
         self.started_at: float | None = None
         self.status: str | None = None
@@ -127,9 +127,9 @@ class TelemetryClient(Recorder):
     def registration(self) -> dict[str, Any]:
         """The POST /api/v1/runs body this client sends (and spools, so a replay can register the run)."""
         p = self.process
-        return {"name": self.name, "run_id": self.run_id, "pid": p.pid, "host": p.host,
-                "visible_devices": p.visible_devices, "cuda_device_order": p.cuda_device_order,
-                "started_at": self.started_at, "tags": self.tags, "config": self.config}
+        return registration_body({"name": self.name, "run_id": self.run_id, "pid": p.pid, "host": p.host,
+                                  "visible_devices": p.visible_devices, "cuda_device_order": p.cuda_device_order,
+                                  "started_at": self.started_at, "tags": self.tags, "config": self.config})
 
     # --- life cycle -----------------------------------------------------------------------------------------
     def start(self) -> TelemetryClient:
@@ -181,7 +181,7 @@ class TelemetryClient(Recorder):
         self.wake.set()
         request.done.wait(request.timeout + STOP_TIMEOUT_S + REQUEST_GRACE_S)
         self._sender.join(REQUEST_GRACE_S)
-        self.queue = type(self.queue)(maxlen=0)  # the run has ended: later markers have nowhere to go
+        self._retire_queue()  # the run has ended: later markers have nowhere to go
         self._last_stop_sent = request.all_sent
         self._uninstall_sigterm()
         atexit.unregister(self._at_exit)
@@ -234,7 +234,7 @@ class TelemetryClient(Recorder):
 
     def _detach(self) -> None:
         self._state = "detached"
-        self.queue = type(self.queue)(maxlen=0)  # markers recorded in the child go nowhere
+        self._retire_queue()  # markers recorded in the child go nowhere
         atexit.unregister(self._at_exit)
 
 

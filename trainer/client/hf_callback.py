@@ -118,7 +118,7 @@ class TelemetryCallback(TrainerCallback):
         end = self._now()
         start = self._eval_from if self._eval_from is not None else end
         attrs = {k: scalar(v) for k, v in (metrics or {}).items()}
-        self.client.queue.append(("evaluate", start, end, state.global_step, attrs or None))
+        self.client.record(("evaluate", start, end, state.global_step, attrs or None))
         self.eval_metrics = attrs
         self._eval_from = None
         self._evaluating = False
@@ -131,7 +131,7 @@ class TelemetryCallback(TrainerCallback):
             return
         end = self._now()
         start = self._save_from if self._save_from is not None else end
-        self.client.queue.append(("save", start, end, state.global_step, None))
+        self.client.record(("save", start, end, state.global_step, None))
         self._save_from = None
 
     def on_train_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,

@@ -11,6 +11,7 @@ import enum
 import json
 import math
 import numbers
+import re
 import time
 from pathlib import PurePath
 from typing import Any
@@ -23,16 +24,38 @@ MAX_DEPTH = 12
 # pause between them, keeps the training thread from waiting milliseconds for the sender.
 ENCODE_SLICE = 100
 _isfinite = math.isfinite
+# What JSON text cannot carry to the daemon: NUL, which it refuses, and lone surrogates, which are not UTF-8 (a file
+# name that is not UTF-8 holds them as os.fsdecode's escapes, U+DC80..U+DCFF).
+_UNSENDABLE = re.compile("[\x00\ud800-\udfff]")
+# A config key holding one of these (case aside) names a credential: its value is never sent.
+SECRET_WORDS = ("token", "secret", "password", "api_key")
+REDACTED = "[redacted]"
 
 Scalar = str | int | float | bool | None
 # (name, start, end, step, attrs): what the training thread appends, untouched until it is sent.
 Marker = tuple[str, float, float, "int | None", "dict[str, Any] | None"]
 
 
+def _escape(char: str) -> str:
+    code = ord(char)
+    if 0xDC80 <= code <= 0xDCFF:  # a byte os.fsdecode could not decode: shown as that byte
+        return f"\\x{code - 0xDC00:02x}"
+    return f"\\x{code:02x}" if code == 0 else f"\\u{code:04x}"
+
+
+def text(value: str) -> str:
+    """`value` with what the daemon cannot store written as escapes: `/data/caf\\xe9.bin` for a non-UTF-8 name."""
+    if value.isascii() and "\x00" not in value:
+        return value
+    return _UNSENDABLE.sub(lambda m: _escape(m.group()), value)
+
+
 def scalar(value: Any) -> Scalar:
     """A tag or attribute value as one the daemon accepts: finite numbers, strings, booleans, None."""
     kind = type(value)
-    if kind is str or kind is int or kind is bool or value is None:  # the common cases, without ABC checks
+    if kind is str:
+        return text(value)
+    if kind is int or kind is bool or value is None:  # the common cases, without ABC checks
         return value
     if kind is float:
         return value if _isfinite(value) else str(value)
@@ -47,11 +70,11 @@ def scalar(value: Any) -> Scalar:
             return scalar(item())
         except (TypeError, ValueError, RuntimeError):
             pass
-    return str(value)
+    return text(str(value))
 
 
 def _key(key: Any) -> str:
-    return key if type(key) is str and len(key) <= MAX_NAME else str(key)[:MAX_NAME]
+    return text(key if type(key) is str else str(key))[:MAX_NAME]
 
 
 def scalar_map(values: dict[Any, Any] | None, limit: int) -> dict[str, Scalar]:
@@ -72,6 +95,7 @@ def marker_body(marker: Marker) -> dict[str, Any] | None:
         name = str(name).strip()[:MAX_NAME]
         if not name:
             return None
+    name = text(name)[:MAX_NAME]
     if not (_isfinite(start) and _isfinite(end)):
         return None
     body: dict[str, Any] = {"name": name, "start": start, "end": end if end >= start else start}
@@ -91,16 +115,18 @@ def jsonable(value: Any, depth: int = 0) -> Any:
     """A configuration (dict, dataclass, argparse Namespace, HF TrainingArguments...) as plain JSON."""
     if depth > MAX_DEPTH:
         return str(value)
-    if value is None or isinstance(value, (str, bool)):
+    if value is None or isinstance(value, bool):
         return value
+    if isinstance(value, str):
+        return text(value)
     if isinstance(value, numbers.Number):
         return scalar(value)
     if isinstance(value, enum.Enum):
         return jsonable(value.value, depth + 1)
     if isinstance(value, PurePath):
-        return str(value)
+        return text(str(value))
     if isinstance(value, dict):
-        return {str(k): jsonable(v, depth + 1) for k, v in value.items()}
+        return {text(str(k)): jsonable(v, depth + 1) for k, v in value.items()}
     if isinstance(value, (list, tuple, set, frozenset)):
         return [jsonable(v, depth + 1) for v in value]
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
@@ -111,10 +137,46 @@ def jsonable(value: Any, depth: int = 0) -> Any:
             try:
                 return jsonable(convert(), depth + 1)
             except Exception:  # a broken converter still leaves the object's text
-                return str(value)
+                return text(str(value))
     if hasattr(value, "__dict__") and type(value).__module__ == "argparse":
         return jsonable(vars(value), depth + 1)
-    return str(value)
+    return text(str(value))
+
+
+def clean(value: Any) -> Any:
+    """Decoded JSON with its text, keys included, escaped where the daemon could not store it (see `text`)."""
+    if isinstance(value, str):
+        return text(value)
+    if isinstance(value, dict):
+        return {text(str(k)): clean(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [clean(v) for v in value]
+    return value
+
+
+def is_secret(key: str) -> bool:
+    key = key.lower().replace("-", "_")
+    return any(word in key for word in SECRET_WORDS)
+
+
+def redact(value: Any) -> Any:
+    """`value` with the value of every secret-looking key replaced, at any depth (`hub_token` in TrainingArguments,
+    `wandb_api_key`). None and booleans are kept: they hold no secret."""
+    if isinstance(value, dict):
+        return {k: REDACTED if is_secret(str(k)) and v is not None and not isinstance(v, bool) else redact(v)
+                for k, v in value.items()}
+    if isinstance(value, list):
+        return [redact(v) for v in value]
+    return value
+
+
+def registration_body(body: dict[str, Any]) -> dict[str, Any]:
+    """A POST /api/v1/runs body safe to send and to spool: its text escaped, its config's secrets redacted.
+    Applied to every registration, also one read back from a spool file an older client wrote."""
+    safe = clean(body)
+    if isinstance(safe.get("config"), dict):
+        safe["config"] = redact(safe["config"])
+    return safe
 
 
 def encode_list(items: list[Any]) -> str:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from trainer.client.channel import RunChannel
+from trainer.client.payload import clean, scalar_map
 from trainer.client.spool import SpoolContents, abandoned
 from trainer.client.transport import Rejected, Transport, Unreachable
 
@@ -42,7 +43,7 @@ def replay(transport: Transport, contents: SpoolContents, *, writer_gone: bool, 
     channel.register()
     pending: list[dict[str, Any]] = []
     for batch in contents.phases:
-        pending.extend(batch)
+        pending.extend(clean(batch))  # a file an older client wrote may hold text the daemon refuses
         while len(pending) >= max_batch:
             if should_stop():
                 raise Interrupted
@@ -52,7 +53,7 @@ def replay(transport: Transport, contents: SpoolContents, *, writer_gone: bool, 
     stopped = None
     if contents.stop is not None:
         body = contents.stop
-        channel.stop(body.get("status", "completed"), body["end"], body.get("metrics") or {})
+        channel.stop(body.get("status", "completed"), body["end"], scalar_map(body.get("metrics"), 256))
         stopped = body.get("status", "completed")
     elif writer_gone:
         instants = [t for t in (contents.last_instant, written_at, channel.registration.get("started_at")) if t]

@@ -73,6 +73,7 @@ class Sender:
                  spool_after: float, replay_dir: Path | None) -> None:
         self._thread = threading.Thread(target=self._run, name="joulemeter-sender", daemon=True)
         self._recorder = recorder
+        self._queue = recorder.queue  # its own reference: the recorder retires it when the run stops
         self._channel = channel
         self._spool = spool
         self._flush_interval = flush_interval
@@ -152,7 +153,7 @@ class Sender:
 
     # --- intake ---------------------------------------------------------------------------------------------
     def _drain(self, now: float) -> None:
-        popleft = self._recorder.queue.popleft
+        popleft = self._queue.popleft
         limit = self._recorder.max_batch
         current: list[dict[str, Any]] = []
         while True:
