@@ -21,6 +21,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DatabaseError
 
 from telemetry_service.config import Settings
+from telemetry_service import report_command
 from telemetry_service.probe import command as probe_command
 from telemetry_service.store.db import LedgerError
 
@@ -65,6 +66,7 @@ def _parser() -> argparse.ArgumentParser:
                                              "the daemons)")
     migrate.add_argument("--db", help="SQLAlchemy URL of the ledger (default as for serve; env TELEMETRY_DB)")
     probe_command.add_parsers(sub)
+    report_command.add_parsers(sub)
     return parser
 
 
@@ -207,6 +209,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command in ("probe", "probe-report"):  # no daemon settings: they would be read and ignored
         return probe_command.main(args)
+    if args.command in ("report", "export"):  # readers of a daemon or ledger: no daemon settings either
+        return report_command.main(args)
     try:
         settings = settings_from(args)
     except ValidationError as exc:

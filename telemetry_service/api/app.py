@@ -10,6 +10,7 @@ from telemetry_service.api import dashboard, node, phases, runs, samples
 from telemetry_service.api.auth import TokenAuth
 from telemetry_service.api.context import ApiContext
 from telemetry_service.api.edge import ContainErrors, install_handlers
+from telemetry_service.api.export_format import CsvFormat
 from telemetry_service.api.limits import BodyLimit
 from telemetry_service.daemon import Daemon
 
@@ -28,7 +29,8 @@ def create_app(daemon: Daemon, token: str | None = None) -> FastAPI:
     dashboard.mount(app)
 
     # Outermost last: errors are contained, CORS answers preflights, then the token is checked, then the body is
-    # bounded.
+    # bounded; innermost, a run's JSON answer is turned into CSV where asked.
+    app.add_middleware(CsvFormat)
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
     if token is not None:
         app.add_middleware(TokenAuth, token=token, public_read=daemon.settings.public_read)
