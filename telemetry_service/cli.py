@@ -61,6 +61,11 @@ def _parser() -> argparse.ArgumentParser:
                             "comma-separated); off by default")
     serve.add_argument("--retention", metavar="SPEC",
                        help="downsample old samples: AGE:BUCKET pairs (default '1d:1s,7d:1m,90d:15m'), or 'off'")
+    serve.add_argument("--carbon-intensity", type=float, metavar="G",
+                       help="grid carbon intensity in gCO2e/kWh: adds gCO2e beside every energy figure")
+    serve.add_argument("--carbon-intensity-file", type=Path, metavar="FILE",
+                       help="the node's grid carbon intensity over time, CSV rows unix_time,gco2e_per_kwh (each "
+                            "holds until the next)")
     migrate = sub.add_parser("migrate", help="bring the ledger's schema to this version and exit (serve does this "
                                              "too as it starts; on a shared ledger, run it once before restarting "
                                              "the daemons)")

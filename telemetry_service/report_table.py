@@ -162,7 +162,7 @@ def print_report(answer: Mapping[str, Any], phases: Sequence[Mapping[str, Any]],
     console.print(build_table(answer, phases))
     carbon = answer.get("carbon")
     if carbon:
-        console.print(f"carbon: {carbon.get('source')}")
+        console.print(f"carbon: {carbon.get('source') or carbon.get('note')}")
     console.print("energy: node figure (every device the run uses) ± standard uncertainty; run share: the run's "
                   "own processes' share of it")
     for note in answer.get("notes") or []:
