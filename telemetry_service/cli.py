@@ -12,7 +12,7 @@ import socket
 import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, NoReturn
 
 import uvicorn
 from fastapi import FastAPI
@@ -28,8 +28,17 @@ from telemetry_service.store.db import LedgerError
 log = logging.getLogger("telemetry_service")
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m telemetry_service",
+class _Parser(argparse.ArgumentParser):
+    """Errors as one sentence naming the (sub)command's help, not a usage block."""
+
+    commands: dict[str, argparse.ArgumentParser]
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
+def _parser() -> _Parser:
+    parser = _Parser(prog="python -m telemetry_service",
                                      description="Node-local energy telemetry daemon for ML training.")
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="sample this node's sensors and serve the REST API")
@@ -72,7 +81,30 @@ def _parser() -> argparse.ArgumentParser:
     migrate.add_argument("--db", help="SQLAlchemy URL of the ledger (default as for serve; env TELEMETRY_DB)")
     probe_command.add_parsers(sub)
     report_command.add_parsers(sub)
+    parser.commands = sub.choices
     return parser
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = _parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # argparse blames the top level; the flags to point at are the subcommand's
+        parser.commands[args.command].error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
+def invalid_setting(exc: ValidationError) -> str:
+    """A settings error as one sentence naming the flag: pydantic's own text is a block with a web link."""
+    parts = []
+    for err in exc.errors(include_url=False):
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["loc"]:
+            field = str(err["loc"][0])
+            name = f"--{field.replace('_', '-')}/TELEMETRY_{field.upper()}"
+            parts.append(f"{name} {err['input']!r}: {msg[:1].lower()}{msg[1:]}")
+        else:
+            parts.append(msg[:1].lower() + msg[1:])
+    return "invalid setting: " + "; ".join(parts)
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
@@ -211,7 +243,7 @@ def migrate(settings: Settings) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = _parse(argv)
     if args.command in ("probe", "probe-report"):  # no daemon settings: they would be read and ignored
         return probe_command.main(args)
     if args.command in ("report", "export"):  # readers of a daemon or ledger: no daemon settings either
@@ -219,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = settings_from(args)
     except ValidationError as exc:
-        print(f"error: invalid setting: {exc}", file=sys.stderr)
+        print(f"error: {invalid_setting(exc)}", file=sys.stderr)
         return 2
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.command == "serve":
