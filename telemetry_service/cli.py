@@ -10,7 +10,7 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from pathlib import Path
 from typing import IO, NoReturn
 
@@ -20,8 +20,8 @@ from pydantic import ValidationError
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DatabaseError
 
-from telemetry_service.config import Settings
 from telemetry_service import report_command
+from telemetry_service.config import Settings
 from telemetry_service.probe import command as probe_command
 from telemetry_service.store.db import LedgerError
 
@@ -31,7 +31,7 @@ log = logging.getLogger("telemetry_service")
 class _Parser(argparse.ArgumentParser):
     """Errors as one sentence naming the (sub)command's help, not a usage block."""
 
-    commands: dict[str, argparse.ArgumentParser]
+    commands: Mapping[str, argparse.ArgumentParser]
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"error: {message} (see {self.prog} --help)\n")

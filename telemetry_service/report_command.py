@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -166,6 +167,7 @@ def main(args: argparse.Namespace) -> int:
 def _export(source: Source, args: argparse.Namespace) -> int:
     from telemetry_service import export
 
+    columns: Sequence[str]
     if args.what == "energy":
         rows, columns = export.energy_rows(source.energy(args.run)), export.ENERGY_COLUMNS
     elif args.what == "phases":

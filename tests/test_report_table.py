@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from rich.console import Console
 
-from telemetry_service.report_table import build_table, covered_fraction, phase_tree, tree_order, union
+from telemetry_service.report_table import (
+    build_table,
+    covered_fraction,
+    phase_tree,
+    tree_order,
+    union,
+)
 
 
 def test_union_merges_overlapping_intervals():
