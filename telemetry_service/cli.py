@@ -10,9 +10,9 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from pathlib import Path
-from typing import IO
+from typing import IO, NoReturn
 
 import uvicorn
 from fastapi import FastAPI
@@ -20,6 +20,7 @@ from pydantic import ValidationError
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DatabaseError
 
+from telemetry_service import report_command
 from telemetry_service.config import Settings
 from telemetry_service.probe import command as probe_command
 from telemetry_service.store.db import LedgerError
@@ -27,8 +28,17 @@ from telemetry_service.store.db import LedgerError
 log = logging.getLogger("telemetry_service")
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m telemetry_service",
+class _Parser(argparse.ArgumentParser):
+    """Errors as one sentence naming the (sub)command's help, not a usage block."""
+
+    commands: Mapping[str, argparse.ArgumentParser]
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
+def _parser() -> _Parser:
+    parser = _Parser(prog="python -m telemetry_service",
                                      description="Node-local energy telemetry daemon for ML training.")
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="sample this node's sensors and serve the REST API")
@@ -60,12 +70,41 @@ def _parser() -> argparse.ArgumentParser:
                             "comma-separated); off by default")
     serve.add_argument("--retention", metavar="SPEC",
                        help="downsample old samples: AGE:BUCKET pairs (default '1d:1s,7d:1m,90d:15m'), or 'off'")
+    serve.add_argument("--carbon-intensity", type=float, metavar="G",
+                       help="grid carbon intensity in gCO2e/kWh: adds gCO2e beside every energy figure")
+    serve.add_argument("--carbon-intensity-file", type=Path, metavar="FILE",
+                       help="the node's grid carbon intensity over time, CSV rows unix_time,gco2e_per_kwh (each "
+                            "holds until the next)")
     migrate = sub.add_parser("migrate", help="bring the ledger's schema to this version and exit (serve does this "
                                              "too as it starts; on a shared ledger, run it once before restarting "
                                              "the daemons)")
     migrate.add_argument("--db", help="SQLAlchemy URL of the ledger (default as for serve; env TELEMETRY_DB)")
     probe_command.add_parsers(sub)
+    report_command.add_parsers(sub)
+    parser.commands = sub.choices
     return parser
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = _parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # argparse blames the top level; the flags to point at are the subcommand's
+        parser.commands[args.command].error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
+def invalid_setting(exc: ValidationError) -> str:
+    """A settings error as one sentence naming the flag: pydantic's own text is a block with a web link."""
+    parts = []
+    for err in exc.errors(include_url=False):
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["loc"]:
+            field = str(err["loc"][0])
+            name = f"--{field.replace('_', '-')}/TELEMETRY_{field.upper()}"
+            parts.append(f"{name} {err['input']!r}: {msg[:1].lower()}{msg[1:]}")
+        else:
+            parts.append(msg[:1].lower() + msg[1:])
+    return "invalid setting: " + "; ".join(parts)
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
@@ -204,13 +243,15 @@ def migrate(settings: Settings) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = _parse(argv)
     if args.command in ("probe", "probe-report"):  # no daemon settings: they would be read and ignored
         return probe_command.main(args)
+    if args.command in ("report", "export"):  # readers of a daemon or ledger: no daemon settings either
+        return report_command.main(args)
     try:
         settings = settings_from(args)
     except ValidationError as exc:
-        print(f"error: invalid setting: {exc}", file=sys.stderr)
+        print(f"error: {invalid_setting(exc)}", file=sys.stderr)
         return 2
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.command == "serve":

@@ -5,10 +5,9 @@ from __future__ import annotations
 import os
 import socket
 from pathlib import Path
-
 from typing import Annotated
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -52,6 +51,9 @@ class Settings(BaseSettings):
     # Downsampling of old samples (see retention.py): "AGE:BUCKET,..." or "off".
     retention: str = "1d:1s,7d:1m,90d:15m"
     retention_every_s: float = Field(300.0, gt=0.0, description="how often the retention pass looks for work")
+    # Grid carbon intensity for the gCO2e figures (see carbon.py): a constant, or the node's series in a CSV file.
+    carbon_intensity: float | None = Field(None, ge=0.0, allow_inf_nan=False, description="gCO2e/kWh")
+    carbon_intensity_file: Path | None = None
 
     @field_validator("simulate_profile")
     @classmethod
@@ -61,6 +63,19 @@ class Settings(BaseSettings):
         if value is not None:
             profile(value)  # raises ValueError naming the known ones
         return value
+
+    @model_validator(mode="after")
+    def _one_carbon_source(self) -> Settings:
+        from telemetry_service.carbon import read_series
+
+        if self.carbon_intensity is not None and self.carbon_intensity_file is not None:
+            raise ValueError("give a carbon intensity or a carbon intensity file, not both")
+        if self.carbon_intensity_file is not None:
+            try:
+                read_series(self.carbon_intensity_file)  # a bad file stops the start, not the first answer
+            except OSError as exc:
+                raise ValueError(f"cannot read the carbon intensity file: {exc.strerror}: {exc.filename}") from exc
+        return self
 
     @field_validator("cors_origin", mode="before")
     @classmethod

@@ -11,6 +11,7 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from telemetry_service.carbon import Intensity, add_carbon
 from telemetry_service.energy import PhaseEnergies, combine_methods, overlaps, phase_energies
 from telemetry_service.gaps import coarse_stretches, daemon_downtime, device_gaps, gap_threshold, power_holes
 from telemetry_service.run_share import PhaseArrays, add_run_share
@@ -99,7 +100,8 @@ def _load_phases(session: Session, run_pk: int) -> tuple[list[str], Any, Any, An
             np.array(node, dtype=np.int64))
 
 
-def run_energy(session: Session, run: Run, sample_interval: float | None = None, now: float | None = None) -> dict[str, Any]:
+def run_energy(session: Session, run: Run, sample_interval: float | None = None, now: float | None = None,
+               carbon: Intensity | None = None) -> dict[str, Any]:
     """The energy answer of the REST contract: totals and per phase name, every figure with its method."""
     now = now or time.time()
     t0, t1 = run_span(run, now)
@@ -216,6 +218,7 @@ def run_energy(session: Session, run: Run, sample_interval: float | None = None,
         "notes": notes,
     }
     add_run_share(session, run, answer, devices, PhaseArrays(p_name, p_start, p_end, p_node), t0, t1)
+    add_carbon(answer, carbon, p_name, p_start, p_end, t0, t1)
     return answer
 
 

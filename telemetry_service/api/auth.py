@@ -33,7 +33,7 @@ MIN_TOKEN_CHARS = 16
 READ_METHODS = frozenset({"GET", "HEAD"})
 # Paths that carry no measurements: the dashboard shell and the API's description.
 OPEN_PATHS = frozenset({"/", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json", "/favicon.ico"})
-OPEN_PREFIXES = ("/static/",)
+OPEN_PREFIXES = ("/static/", "/docs-static/")
 LIVENESS_PATH = "/healthz"
 
 

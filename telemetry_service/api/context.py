@@ -11,6 +11,7 @@ from typing import Annotated, Any, TypeVar
 from fastapi import Query
 from sqlalchemy.orm import Session
 
+from telemetry_service import carbon
 from telemetry_service.api.energy_cache import AnswerCache, answer_key
 from telemetry_service.daemon import Daemon
 from telemetry_service.report import run_energy
@@ -28,6 +29,8 @@ class ApiContext:
     def __init__(self, daemon: Daemon) -> None:
         self.daemon = daemon
         self.answers = AnswerCache()
+        # Read once: the intensity is configuration, and nothing is fetched while serving.
+        self.carbon = carbon.from_settings(daemon.settings.carbon_intensity, daemon.settings.carbon_intensity_file)
 
     async def write(self, job: Callable[[Session], T]) -> T:
         """Runs `job` in the ledger writer's transaction; its result comes back once it is committed."""
@@ -40,7 +43,8 @@ class ApiContext:
 
     def energy_of(self, session: Session, run: Run) -> dict[str, Any]:
         key = answer_key(session, run, time.time())
-        return self.answers.get_or_compute(key, lambda: run_energy(session, run, self.daemon.settings.interval))
+        return self.answers.get_or_compute(key, lambda: run_energy(session, run, self.daemon.settings.interval,
+                                                                           carbon=self.carbon))
 
     def totals(self, session: Session, run: Run) -> dict[str, Any] | None:
         """A run's fixed totals; computed for a running one; None for one stopped before its samples were in."""
