@@ -52,6 +52,8 @@ class Settings(BaseSettings):
     # Downsampling of old samples (see retention.py): "AGE:BUCKET,..." or "off".
     retention: str = "1d:1s,7d:1m,90d:15m"
     retention_every_s: float = Field(300.0, gt=0.0, description="how often the retention pass looks for work")
+    member_check_s: float = Field(3.0, gt=0.0, le=600.0,
+                                  description="how often processes of running runs are checked for having died")
 
     @field_validator("simulate_profile")
     @classmethod
