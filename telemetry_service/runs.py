@@ -92,8 +92,8 @@ def _joined_notes(run: Run, body: RunCreate) -> list[str]:
                                             ("tags", body.tags, run.tags)) if mine and mine != theirs]
     if not kept:
         return []
-    return [f"joined run {run.run_id!r} as member {len(run.members)}; its {', '.join(kept)} stay(s) as its first "
-            "registrant gave them (this member's tags are kept with the member)"]
+    return [(f"joined run {run.run_id!r} as member {len(run.members)}; its {', '.join(kept)} stay(s) as its first "
+             "registrant gave them (this member's tags are kept with the member)")]
 
 
 def _insert_ignoring_duplicates(session: Session, rows: list[dict[str, Any]]) -> None:

@@ -15,7 +15,13 @@ import httpx
 import pytest
 
 from tests.client_fixtures import (  # noqa: F401 - fixtures
-    make_client, phases_of, run_of, shared_daemon, spool_dir, wait_for)
+    make_client,
+    phases_of,
+    run_of,
+    shared_daemon,
+    spool_dir,
+    wait_for,
+)
 from tests.daemon_proc import ROOT, DaemonProcess
 from trainer.client import TelemetryClient
 

@@ -14,8 +14,8 @@ from sqlalchemy.orm import Session
 
 from telemetry_service.api.context import SETTLE_WAIT_S, ApiContext
 from telemetry_service.api.edge import CheckedRoute
-from telemetry_service.report import run_summary
 from telemetry_service.members import pid_alive
+from telemetry_service.report import run_summary
 from telemetry_service.runs import get_run, member_view, register, stop, with_members
 from telemetry_service.schemas import RunCreate, RunStop
 from telemetry_service.store.models import Run
