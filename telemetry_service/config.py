@@ -54,6 +54,8 @@ class Settings(BaseSettings):
     # Grid carbon intensity for the gCO2e figures (see carbon.py): a constant, or the node's series in a CSV file.
     carbon_intensity: float | None = Field(None, ge=0.0, allow_inf_nan=False, description="gCO2e/kWh")
     carbon_intensity_file: Path | None = None
+    member_check_s: float = Field(3.0, gt=0.0, le=600.0,
+                                  description="how often processes of running runs are checked for having died")
 
     @field_validator("simulate_profile")
     @classmethod

@@ -9,6 +9,7 @@ import time
 from sqlalchemy import select
 
 from telemetry_service.config import Settings
+from telemetry_service.members import MemberWatch
 from telemetry_service.sampler import Sampler
 from telemetry_service.sensors.discover import SensorSet, discover
 from telemetry_service.store.blocks import index_device
@@ -36,18 +37,22 @@ class Daemon:
                                settings.flush_interval, settings.process_interval)
         self.node_id = self.sampler.node_id
         self.refresh_watched_pids()
+        self.members = MemberWatch(self.sessions, self.writer, self.node_id, settings.member_check_s,
+                                   self.refresh_watched_pids)
         self._stop = threading.Event()
         self._indexer = threading.Thread(target=self._index_blocks, name="block-indexer", daemon=True)
 
     def start(self) -> None:
         self.sampler.start()
         self._indexer.start()
+        self.members.start()
         log.info("sampling %d device(s) every %g s into %s", len(self.sampler.devices), self.settings.interval,
                  self.engine.url.render_as_string(hide_password=True))
 
     def close(self) -> None:
         """Flushes every sample read so far, then releases sensors and the ledger."""
         self._stop.set()
+        self.members.stop()
         self.sampler.stop()
         self.writer.close()
         self.sensors.close()
@@ -78,5 +83,5 @@ class Daemon:
     def refresh_watched_pids(self) -> None:
         with self.sessions() as session:
             pids = session.scalars(select(RunMember.pid).join(Run).where(
-                RunMember.node_id == self.node_id, Run.status == "running", RunMember.pid.is_not(None))).all()
+                RunMember.node_id == self.node_id, RunMember.status == "running", RunMember.pid.is_not(None))).all()
         self.sampler.watch_pids({p for p in pids if p is not None})

@@ -86,5 +86,7 @@ class PhaseIn(Strict):
 
 class RunStop(Strict):
     status: Literal["completed", "failed"] = "completed"
+    # The member stopping (its process on this node); without it every member still running is stopped.
+    pid: int | None = Field(None, ge=0, le=2**31 - 1)
     end: float | None = Field(None, gt=0)
     metrics: dict[Annotated[str, StringConstraints(max_length=MAX_NAME)], Scalar] = Field(default_factory=dict, max_length=256)

@@ -249,7 +249,10 @@ def test_a_refused_marker_does_not_take_its_batch_with_it(shared_daemon: DaemonP
         tc.queue.append(("before_the_run", 1.0, 2.0, None, None))  # outside the run's time: the daemon says 422
         for step in range(100, 200):
             tc.mark("ok", step=step)
-    assert tc.stats.sent == 201 and tc._sender is not None and tc._sender.rejected == 1
+    # The refused marker is counted apart from the sent ones, with the daemon's reason, and the stop says so.
+    assert tc.stats.sent == 200 and tc.stats.refused == 1 and tc._sender is not None and tc._sender.rejected == 1
+    assert "outside the run's time" in (tc.stats.refused_reason or "")
+    assert tc.stop() is False
     assert sorted(p["step"] for p in phases_of(daemon.url, tc.run_id)) == list(range(200))
 
 

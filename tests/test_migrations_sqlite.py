@@ -204,3 +204,38 @@ def test_0007_adds_the_sm_seconds_column_empty_on_old_rows_and_goes_back(tmp_pat
         kept = {t: n for t, n in row_counts(conn).items() if t in before and t not in derived}
         assert kept == {t: n for t, n in before.items() if t not in derived}
     engine.dispose()
+
+
+def test_0008_gives_members_their_own_end_from_their_run_and_goes_back(tmp_path: Path) -> None:
+    """From 0007 with data: the old run's member takes the run's status and end (it ended with it), has no tags
+    and is not watched for dying; downgrading to 0007 removes the columns and keeps the rows."""
+    from alembic import command
+
+    url = _url(tmp_path)
+    engine = make_engine(url)
+    ledger_at(engine, "0007")
+    with engine.connect() as conn:
+        before = row_counts(conn)
+        assert "status" not in _columns(conn, "run_members")
+        run_end = conn.execute(text("SELECT ended_at FROM runs")).scalar_one()
+    engine.dispose()
+
+    engine, sessions = open_ledger(url)
+    with engine.connect() as conn:
+        assert {"status", "ended_at", "tags", "last_seen_at", "pid_visible"} <= _columns(conn, "run_members")
+        rows = conn.execute(text("SELECT status, ended_at, tags, pid_visible FROM run_members")).all()
+        assert [tuple(r) for r in rows] == [("completed", run_end, None, 0)]
+    with sessions() as session:
+        check_energy(run_energy(session, get_run(session, RUN_ID)))
+
+    with engine.connect() as conn:
+        conn.exec_driver_sql("PRAGMA foreign_keys=OFF")
+        conn.commit()
+        command.downgrade(alembic_config(conn), "0007")
+        conn.commit()
+    derived = {"sample_blocks", "block_watermarks"}
+    with engine.connect() as conn:
+        assert "status" not in _columns(conn, "run_members")
+        kept = {t: n for t, n in row_counts(conn).items() if t in before and t not in derived}
+        assert kept == {t: n for t, n in before.items() if t not in derived}
+    engine.dispose()

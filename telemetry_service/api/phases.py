@@ -21,11 +21,12 @@ def router(ctx: ApiContext) -> APIRouter:
     api = APIRouter(route_class=CheckedRoute)
 
     @api.post("/api/v1/runs/{run_id}/phases", status_code=202, response_model=Accepted)
-    async def post_phases(run_id: str, phases: list[PhaseIn]) -> Accepted:
+    async def post_phases(run_id: str, phases: list[PhaseIn],
+                          pid: int | None = Query(None, ge=0, le=2**31 - 1)) -> Accepted:
         if len(phases) > MAX_BATCH:
             raise RunError(413, f"{len(phases)} phases in one batch; at most {MAX_BATCH}")
         now = time.time()
-        n = await ctx.write(lambda s: add_phases(s, run_id, phases, daemon.node_id, now))
+        n = await ctx.write(lambda s: add_phases(s, run_id, phases, daemon.node_id, now, pid))
         return Accepted(accepted=n)
 
     @api.get("/api/v1/runs/{run_id}/phases")

@@ -14,8 +14,9 @@ from sqlalchemy.orm import Session
 
 from telemetry_service.api.context import SETTLE_WAIT_S, ApiContext
 from telemetry_service.api.edge import CheckedRoute
+from telemetry_service.members import pid_alive
 from telemetry_service.report import run_summary
-from telemetry_service.runs import get_run, register, stop
+from telemetry_service.runs import get_run, member_view, register, stop, with_members
 from telemetry_service.schemas import RunCreate, RunStop
 from telemetry_service.store.models import Run
 
@@ -44,7 +45,7 @@ async def _settle(ctx: ApiContext, run_id: str, summary: dict[str, Any]) -> dict
         run = get_run(session, run_id)
         # Totals are fixed only once the samples up to the run's end are in; until then they are computed.
         run.totals = total if written else None
-        return run_summary(run, total)
+        return with_members(run, run_summary(run, total))
 
     return await ctx.write(totals_job)
 
@@ -58,18 +59,23 @@ def router(ctx: ApiContext) -> APIRouter:
         vis = daemon.visible_keys(body.visible_devices, body.cuda_device_order)
         now = time.time()
 
-        def job(session: Session) -> tuple[dict[str, Any], bool]:
-            run, created = register(session, body, daemon.node_id, vis.keys, now)
-            return run_summary(run), created
+        visible = body.pid is not None and pid_alive(body.pid, now)
+
+        def job(session: Session) -> tuple[dict[str, Any], bool, list[str]]:
+            reg = register(session, body, daemon.node_id, vis.keys, now, visible)
+            summary = with_members(reg.run, run_summary(reg.run))
+            # Which member this registrant is: a later one joins the run rather than describing it.
+            mine = {"index": reg.run.members.index(reg.member), **member_view(reg.member)}
+            return {**summary, "member": mine}, reg.created, reg.warnings
 
         try:
-            summary, created = await ctx.write(job)
+            summary, created, warnings = await ctx.write(job)
         except IntegrityError:  # another daemon on a shared ledger created the same run_id a moment ago
-            summary, created = await ctx.write(job)
+            summary, created, warnings = await ctx.write(job)
         _refresh_watched_pids(ctx)
         if not created:
             response.status_code = 200
-        return {**summary, "warnings": vis.warnings}
+        return {**summary, "warnings": vis.warnings + warnings}
 
     @api.get("/api/v1/runs")
     def list_runs(status: str | None = None, name: str | None = None, tag: str | None = None,
@@ -90,13 +96,21 @@ def router(ctx: ApiContext) -> APIRouter:
     def get_one(run_id: str) -> dict[str, Any]:
         with daemon.sessions() as session:
             run = get_run(session, run_id)
-            return run_summary(run, ctx.totals(session, run))
+            return with_members(run, run_summary(run, ctx.totals(session, run)))
 
     @api.post("/api/v1/runs/{run_id}/stop")
     async def stop_run(run_id: str, body: RunStop | None = None) -> dict[str, Any]:
         body = body or RunStop()
         now = time.time()
-        summary = await ctx.write(lambda s: run_summary(stop(s, run_id, body, now)))
+
+        def job(session: Session) -> dict[str, Any]:
+            run = stop(session, run_id, body, daemon.node_id, now)
+            return with_members(run, run_summary(run))
+
+        summary = await ctx.write(job)
+        if summary["ended_at"] is None:  # other members still run: the run's energy is not settled yet
+            _refresh_watched_pids(ctx)
+            return summary
         _refresh_watched_pids(ctx)
         return await _settle(ctx, run_id, summary)
 

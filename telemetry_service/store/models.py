@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Float, ForeignKey, Index, Integer, LargeBinary, String, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Float, ForeignKey, Index, Integer, LargeBinary, String, UniqueConstraint, false
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -51,7 +51,7 @@ class Run(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     run_id: Mapped[str] = mapped_column(String(255), unique=True)
     name: Mapped[str] = mapped_column(String(255))
-    status: Mapped[str] = mapped_column(String(16))  # running, completed, failed
+    status: Mapped[str] = mapped_column(String(16))  # running, completed, failed: follows its members
     started_at: Mapped[float] = mapped_column(Float)
     ended_at: Mapped[float | None] = mapped_column(Float)
     tags: Mapped[dict[str, Any]] = mapped_column(default=dict)
@@ -63,7 +63,8 @@ class Run(Base):
 
 
 class RunMember(Base):
-    """One registration of a run from one process on one node: the devices that process can see."""
+    """One registration of a run from one process on one node: the devices that process can see, and how it ended.
+    The run ends when its last member does."""
 
     __tablename__ = "run_members"
 
@@ -74,6 +75,12 @@ class RunMember(Base):
     host: Mapped[str | None] = mapped_column(String(255))
     device_keys: Mapped[list[Any]] = mapped_column(default=list)
     joined_at: Mapped[float] = mapped_column(Float)
+    status: Mapped[str] = mapped_column(String(16), default="running", server_default="running")  # + lost
+    ended_at: Mapped[float | None] = mapped_column(Float)
+    tags: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # what this registrant said, beside the run's own
+    last_seen_at: Mapped[float | None] = mapped_column(Float)  # end of its last marker: where a lost member ends
+    # Only a process the daemon could see at registration can be declared dead when it vanishes.
+    pid_visible: Mapped[bool] = mapped_column(default=False, server_default=false())
 
     run: Mapped[Run] = relationship(back_populates="members")
     node: Mapped[Node] = relationship()

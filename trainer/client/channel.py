@@ -34,10 +34,16 @@ class RunChannel:
         self.registered = False
         self.daemon_warnings: list[str] = []
         self.rejected = 0
+        self.last_refusal: str | None = None  # the daemon's reason for the last marker it refused
 
     @property
     def run_id(self) -> str:
         return str(self.registration["run_id"])
+
+    @property
+    def pid(self) -> int | None:
+        pid = self.registration.get("pid")
+        return pid if isinstance(pid, int) else None
 
     def register(self) -> dict[str, Any]:
         if self.derive_id:
@@ -62,35 +68,37 @@ class RunChannel:
                 return candidate
         raise Rejected(409, f"runs {base} to {base}.{MAX_RUN_SUFFIX} all ended before this one started")
 
-    def send(self, phases: list[dict[str, Any]]) -> None:
-        """Delivers a batch; raises Unreachable if the daemon cannot take it now (the caller retries)."""
+    def send(self, phases: list[dict[str, Any]]) -> int:
+        """Delivers a batch; returns how many markers the daemon refused (counted in `rejected`, the reason in
+        `last_refusal`). Raises Unreachable if the daemon cannot take it now (the caller retries)."""
         if not phases:
-            return
+            return 0
         try:
             self._post(phases)
         except Rejected as exc:
             if len(phases) > 1:  # isolate the offending marker(s) and deliver the rest
                 mid = len(phases) // 2
-                self.send(phases[:mid])
-                self.send(phases[mid:])
-                return
+                return self.send(phases[:mid]) + self.send(phases[mid:])
             self.rejected += 1
+            self.last_refusal = exc.detail
             if self.rejected <= REPORTED_REJECTIONS:
                 log.warning("joulemeter: the daemon refused marker %r of run %s: %s", phases[0].get("name"),
                             self.run_id, exc.detail)
+            return 1
+        return 0
 
     def _post(self, phases: list[dict[str, Any]]) -> None:
         try:
-            self.transport.post_phases(self.run_id, phases)
+            self.transport.post_phases(self.run_id, phases, self.pid)
         except UnknownRun:
             self.registered = False
             self.register()
-            self.transport.post_phases(self.run_id, phases)
+            self.transport.post_phases(self.run_id, phases, self.pid)
 
     def stop(self, status: str, end: float, metrics: dict[str, Scalar]) -> dict[str, Any]:
         try:
-            return self.transport.stop(self.run_id, status, end, metrics)
+            return self.transport.stop(self.run_id, status, end, metrics, self.pid)
         except UnknownRun:
             self.registered = False
             self.register()
-            return self.transport.stop(self.run_id, status, end, metrics)
+            return self.transport.stop(self.run_id, status, end, metrics, self.pid)

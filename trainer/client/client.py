@@ -165,7 +165,8 @@ class TelemetryClient(Recorder):
              timeout: float | None = None) -> bool:
         """Ends the run with its status and the job's own metrics (accuracy, F1, ...). Waits for every marker to be
         sent (True), or spooled (False): up to `timeout` (default stop_timeout) for a daemon that answered before,
-        one try for one that never did. Later calls do nothing and return the first call's answer."""
+        one try for one that never did. False too when the daemon refused a marker or one was dropped (see
+        `stats`). Later calls do nothing and return the first call's answer."""
         if status not in STATUSES:
             raise ValueError(f"status must be one of {STATUSES}, not {status!r}")
         with self._state_lock:
@@ -183,10 +184,18 @@ class TelemetryClient(Recorder):
         self._sender.join(REQUEST_GRACE_S)
         self._retire_queue()  # the run has ended: later markers have nowhere to go
         self._last_stop_sent = request.all_sent
+        self._report_refusals()
         self._uninstall_sigterm()
         atexit.unregister(self._at_exit)
         _live.discard(self)
         return request.all_sent
+
+    def _report_refusals(self) -> None:
+        stats = self.stats
+        if stats.refused or stats.unnamed or stats.lost:
+            log.error("joulemeter: run %s is incomplete: %d marker(s) refused by the daemon (last reason: %s), "
+                      "%d dropped unnamed, %d lost", self.run_id, stats.refused, stats.refused_reason,
+                      stats.unnamed, stats.lost)
 
     def flush(self, timeout: float = 5.0) -> bool:
         """Waits until every marker recorded so far is sent (True) or, past `timeout`, spooled (False)."""

@@ -63,6 +63,8 @@ class Batch:
 @dataclass
 class SenderStats:
     sent: int = 0  # markers the daemon accepted (including replayed ones)
+    refused: int = 0  # markers the daemon refused (outside the run's time, malformed): never stored
+    refused_reason: str | None = None  # the daemon's reason for the last refusal (a marker's, or the run's)
     spooled: int = 0  # markers written to the spool file (some may have been replayed since)
     unnamed: int = 0  # markers dropped for an empty name or a non-finite time
     lost: int = 0  # markers neither sent nor written (the spool file could not be written)
@@ -206,24 +208,36 @@ class Sender:
             self._registered(channel.register())
         if self._spool.has_data:
             contents = self._spool.read()
-            for phases in contents.phases:
-                channel.send(phases)
+            refused = sum(channel.send(phases) for phases in contents.phases)
             self._spool.clear()
-            self.stats.sent += contents.markers
+            self._count(contents.markers, refused)
         while self._pending:
             batch = self._pending[0]
-            channel.send(batch.phases)
+            refused = channel.send(batch.phases)
             self._pending.popleft()
             self._done = batch.seq
-            self.stats.sent += len(batch.phases)
+            self._count(len(batch.phases), refused)
         stop = self._stop
         if stop is not None and not stop.resolved and self._done >= stop.upto:
             try:
                 channel.stop(**stop.body)
                 stop.sent = True
             except Rejected as exc:
+                self.stats.refused_reason = exc.detail
                 log.error("joulemeter: the daemon refused to stop run %s: %s", channel.run_id, exc.detail)
             stop.resolved = True
+
+    def _count(self, markers: int, refused: int) -> None:
+        self.stats.sent += markers - refused
+        if refused:
+            self.stats.refused += refused
+            self.stats.refused_reason = self._channel.last_refusal
+
+    @property
+    def all_delivered(self) -> bool:
+        """No marker was refused or dropped: what was recorded is what the daemon has (or the spool holds)."""
+        s = self.stats
+        return s.refused == 0 and s.unnamed == 0 and s.lost == 0
 
     def _registered(self, answer: dict[str, Any]) -> None:
         self._on_success()
@@ -272,6 +286,7 @@ class Sender:
     def _on_refused(self, exc: Rejected) -> None:
         self.first_attempt.set()
         self.connected = True  # it answers, but will not take this run
+        self.stats.refused_reason = exc.detail
         if not self._refused:
             log.error("joulemeter: the daemon at %s refuses run %s: %s; its markers go to the spool file %s",
                       self.url, self._channel.run_id, exc.detail, self._spool.path)
@@ -316,7 +331,7 @@ class Sender:
             else:
                 ready, sent = self._done >= w.upto and (registered or now >= w.deadline), True
             if ready:
-                w.all_sent = sent and registered and not self._spool.has_data
+                w.all_sent = sent and registered and not self._spool.has_data and self.all_delivered
                 w.done.set()
             else:
                 remaining.append(w)

@@ -93,16 +93,22 @@ class Transport:
     def get_run(self, run_id: str) -> dict[str, Any]:
         return self._request("GET", self._run(run_id), run_path=True)
 
-    def post_phases(self, run_id: str, phases: list[dict[str, Any]]) -> int:
-        answer = self._request("POST", f"{self._run(run_id)}/phases", content=encode_list(phases), run_path=True)
+    def post_phases(self, run_id: str, phases: list[dict[str, Any]], pid: int | None = None) -> int:
+        # The sender's pid tells the daemon which member is alive, and until when.
+        query = "" if pid is None else f"?pid={pid}"
+        answer = self._request("POST", f"{self._run(run_id)}/phases{query}", content=encode_list(phases),
+                               run_path=True)
         return int(answer["accepted"])
 
     def list_phases(self, run_id: str, limit: int = 100_000) -> list[dict[str, Any]]:
         answer = self._request("GET", f"{self._run(run_id)}/phases?limit={limit}", run_path=True)
         return list(answer["phases"])
 
-    def stop(self, run_id: str, status: str, end: float, metrics: dict[str, Scalar]) -> dict[str, Any]:
-        body = {"status": status, "end": end, "metrics": metrics}
+    def stop(self, run_id: str, status: str, end: float, metrics: dict[str, Scalar],
+             pid: int | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {"status": status, "end": end, "metrics": metrics}
+        if pid is not None:  # this member stops; the run ends with its last member
+            body["pid"] = pid
         return self._request("POST", f"{self._run(run_id)}/stop", json=body, timeout=STOP_TIMEOUT_S, run_path=True)
 
     def energy(self, run_id: str) -> dict[str, Any]:
