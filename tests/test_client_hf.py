@@ -62,6 +62,7 @@ def test_hf_trainer_steps_evaluations_and_saves_are_marked(shared_daemon: Daemon
     assert run["config"]["hub_token"] == "[redacted]"
     assert "hf_SECRET" not in httpx.get(f"{daemon.url}/api/v1/runs", timeout=30).text
     assert "eval_accuracy" in run["metrics"] and "eval_loss" in run["metrics"]
+    assert "train_loss" in run["metrics"] and "train_runtime" in run["metrics"]  # the training summary is kept
 
     phases = phases_of(daemon.url, run_id)
     assert Counter(p["name"] for p in phases) == {"train": 1, "epoch": 1, "train_step": 4, "evaluate": 2, "save": 2,

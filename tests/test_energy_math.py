@@ -218,3 +218,15 @@ def test_a_boundary_inside_an_update_interval_states_its_timing_uncertainty():
     assert pe.energy_j[0] == pytest.approx(300.0 * 1.025)
     assert pe.stderr_j[0] == pytest.approx(math.hypot(one(0.25), one(0.5)), rel=1e-6)
     assert pe.located[0] == 2 and pe.timed[0] == 2
+
+
+def test_a_name_is_short_by_its_typical_interval_not_its_shortest():
+    from telemetry_service.energy import phase_energies
+
+    series = _steady_counter(1000.0, 1100.0, 300.0)
+    starts = 1001.0 + np.arange(56) * 1.5
+    ends = starts + np.where(np.arange(56) == 7, 0.02, 1.0)  # one interval in 56 is short
+    pe = phase_energies(series, 2, np.r_[np.zeros(56, int), [1] * 12], ["train_step", "tick"],
+                        np.r_[starts, 1001.0 + np.arange(12)], np.r_[ends, 1001.0 + np.arange(12) + 0.01],
+                        1000.0, 1100.0, None)
+    assert pe.short.tolist() == [False, True]

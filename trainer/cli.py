@@ -13,6 +13,13 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from trainer.distill.options import DEMO_DEFAULTS, REAL_DEFAULTS
+
+
+def _defaults(name: str) -> str:
+    """Help text's defaults, read from the tables the options use, so they cannot disagree."""
+    return f"default {REAL_DEFAULTS[name]}; demo {DEMO_DEFAULTS[name]}"
+
 
 def _bounded(kind: Callable[[str], float], lo: float | None = None, hi: float | None = None,
              lo_open: bool = False, hi_open: bool = False) -> Callable[[str], float]:
@@ -55,7 +62,7 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
                                                         "out 10%%)")
     g.add_argument("--max-train-samples", type=_int_at_least(1), help="use at most this many training examples")
     g.add_argument("--max-eval-samples", type=_int_at_least(1), help="use at most this many held-out examples")
-    g.add_argument("--max-length", type=_int_at_least(4), help="tokens per example (default 128; demo 32)")
+    g.add_argument("--max-length", type=_int_at_least(4), help=f"tokens per example ({_defaults('max_length')})")
     g.add_argument("--seed", type=int, default=0, help="seed for sampling, initialisation and shuffling")
 
 
@@ -67,15 +74,15 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     m.add_argument("--teacher-name", help="teacher: hub name (e.g. bert-base-uncased) or local folder")
     m.add_argument("--student-name", help="student: hub name (e.g. distilbert-base-uncased) or local folder")
     m.add_argument("--teacher-epochs", type=_int_at_least(0),
-                   help="fine-tune the teacher for this many epochs first, under its own run (default 0; demo 4)")
+                   help=f"fine-tune the teacher for this many epochs first, under its own run ({_defaults('teacher_epochs')})")
     _add_data_args(p)
     t = p.add_argument_group("training")
-    t.add_argument("--epochs", type=_int_at_least(1), help="student epochs (default 3; demo 4)")
-    t.add_argument("--lr", type=positive, help="peak learning rate of AdamW (default 5e-5; demo 1e-3)")
+    t.add_argument("--epochs", type=_int_at_least(1), help=f"student epochs ({_defaults('epochs')})")
+    t.add_argument("--lr", type=positive, help=f"peak learning rate of AdamW ({_defaults('lr')})")
     t.add_argument("--teacher-lr", type=positive,
                    help="peak learning rate while fine-tuning the teacher (default: --lr; demo 5e-4, as the deeper "
                         "model trained from scratch needs a gentler rate)")
-    t.add_argument("--batch-size", type=_int_at_least(1), help="examples per batch (default 32)")
+    t.add_argument("--batch-size", type=_int_at_least(1), help=f"examples per batch ({_defaults('batch_size')})")
     t.add_argument("--eval-batch-size", type=_int_at_least(1), default=128, help="examples per eval batch")
     t.add_argument("--grad-accum", type=_int_at_least(1), default=1,
                    help="batches per optimizer step; the schedule counts optimizer steps")
@@ -84,11 +91,11 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
                    help="share of optimizer steps spent warming up, then linear decay to 0")
     t.add_argument("--max-grad-norm", type=non_negative, default=1.0, help="gradient clipping (0: off)")
     t.add_argument("--early-stopping-patience", dest="patience", type=_int_at_least(0),
-                   help="stop after this many epochs without a better eval accuracy (0: off; demo 2)")
+                   help=f"stop after this many epochs without a better eval accuracy, 0: off ({_defaults('patience')})")
     t.add_argument("--keep-checkpoints", type=_int_at_least(1), default=2, help="checkpoints kept (the last N)")
     t.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cuda, cuda:N, mps or cpu")
     t.add_argument("--cpu-threads", type=_int_at_least(1),
-                   help="PyTorch intra-op threads when training on the CPU (default: PyTorch's choice; demo 1)")
+                   help=f"PyTorch intra-op threads when training on the CPU (default: PyTorch's choice; demo {DEMO_DEFAULTS['cpu_threads']})")
     t.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto",
                    help="autocast on CUDA (auto: bf16 where supported, else fp16); fp32 elsewhere")
     k = p.add_argument_group("distillation")
@@ -96,7 +103,7 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     k.add_argument("--kd-alpha", type=unit, default=0.5,
                    help="loss = alpha*CE + (1-alpha)*T^2*KL; in [0, 1], 1 is CE only")
     k.add_argument("--feat-beta", type=non_negative,
-                   help="weight of the FitNets feature loss (0 turns it off; default 0; demo 1)")
+                   help=f"weight of the FitNets feature loss, 0 turns it off ({_defaults('feat_beta')})")
     k.add_argument("--t-layer", type=int, default=-1, help="teacher hidden-state index (0 = embeddings; negative "
                                                             "counts from the last layer)")
     k.add_argument("--s-layer", type=int, default=-1, help="student hidden-state index")

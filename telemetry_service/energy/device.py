@@ -198,8 +198,9 @@ def phase_energies(series: DeviceSeries, n_names: int, name_idx: ArrayLike, name
     both = np.concatenate([idx, idx])
     located = np.bincount(both[code <= 1], minlength=n_names)
     timed = np.bincount(both[np.isfinite(code)], minlength=n_names)
-    short = np.zeros(n_names, dtype=bool)
-    short[np.unique(idx[is_short(e - s, resolution)])] = True
+    # A name is short when its typical interval is: one short interval among many long ones is not the name.
+    typical = np.array([np.median((e - s)[idx == j]) if present[j] else np.inf for j in range(n_names)])
+    short = is_short(typical, resolution)
     complete = present.copy()
     if de.covered is not None:
         outside = (s < de.covered[0] - reach) | (e > de.covered[1] + reach) | ~ok

@@ -41,6 +41,7 @@ class TelemetryCallback(TrainerCallback):
         self._evaluating = False  # between the first prediction step and on_evaluate
         self._epoch_index = 0
         self.eval_metrics: dict[str, Any] = {}
+        self.train_metrics: dict[str, Any] = {}
 
     def _now(self) -> float:
         assert self.client is not None
@@ -94,7 +95,10 @@ class TelemetryCallback(TrainerCallback):
                logs: dict[str, Any] | None = None, **kwargs: Any) -> None:
         if self.client is None:
             return
-        self.client.mark("log", step=state.global_step, **{k: scalar(v) for k, v in (logs or {}).items()})
+        values = {k: scalar(v) for k, v in (logs or {}).items()}
+        self.client.mark("log", step=state.global_step, **values)
+        # The Trainer logs its training summary (train_loss, train_runtime, ...) just before it ends: kept for the run.
+        self.train_metrics.update({k: v for k, v in values.items() if k.startswith("train_")})
         if self._evaluating:  # an evaluation logging its metrics
             return
         now = self._now()
@@ -143,4 +147,4 @@ class TelemetryCallback(TrainerCallback):
             self.client.end(self._train)
             self._train = None
         if self._owns:
-            self.client.stop(metrics=self.eval_metrics)
+            self.client.stop(metrics={**self.train_metrics, **self.eval_metrics})

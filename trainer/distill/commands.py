@@ -14,7 +14,7 @@ from rich.console import Console
 from trainer.distill import compare as cmp
 from trainer.distill import report
 from trainer.distill.job import Job, prepare
-from trainer.distill.local_daemon import ensure_daemon
+from trainer.distill.local_daemon import ensure_daemon, ledger_url
 from trainer.distill.options import Options
 from trainer.distill.telemetry import TelemetryFactory, client_factory, daemon_url
 
@@ -29,7 +29,9 @@ def _daemon(opts: Options, console: Console) -> Iterator[str]:
         if handle.started:
             kind = f"{opts.simulate_gpus} simulated GPU(s) and this node's sensors" if opts.simulate_gpus else \
                 "this node's sensors"
-            console.print(f"Started a telemetry daemon at {url} ({kind}); ledger and log in {opts.output_dir}")
+            console.print(f"Started a telemetry daemon at {url} ({kind}); ledger and log in {opts.output_dir}. "
+                          f"To see these runs again later: python -m telemetry_service serve --db "
+                          f"{ledger_url(Path(opts.output_dir))}")
         elif opts.simulate_gpus:
             console.print(f"A daemon already answers at {url}; --simulate-gpus only applies to one the demo starts")
         yield url

@@ -48,6 +48,11 @@ def _loopback_host_port(url: str) -> tuple[str, int]:
     return host, parts.port or 80
 
 
+def ledger_url(folder: Path) -> str:
+    """The ledger a daemon the demo starts writes to."""
+    return f"sqlite:///{(folder / 'telemetry.db').resolve()}"
+
+
 @contextlib.contextmanager
 def ensure_daemon(url: str, folder: Path, simulate_gpus: int = 0, keep: bool = False) -> Iterator[DaemonHandle]:
     """Yields a daemon answering at `url`. If none does, starts `python -m telemetry_service serve` there with a
@@ -60,7 +65,7 @@ def ensure_daemon(url: str, folder: Path, simulate_gpus: int = 0, keep: bool = F
     folder.mkdir(parents=True, exist_ok=True)
     log_path = folder / "daemon.log"
     cmd = [sys.executable, "-m", "telemetry_service", "serve", "--host", host, "--port", str(port),
-           "--db", f"sqlite:///{(folder / 'telemetry.db').resolve()}"]
+           "--db", ledger_url(folder)]
     if simulate_gpus:
         cmd += ["--simulate-gpus", str(simulate_gpus)]
     with log_path.open("ab") as log:

@@ -69,7 +69,7 @@ class TrainResult:
     epochs_run: int
     train_samples: int  # examples seen, over all epochs
     stopped_early: bool
-    best_epoch: int
+    best_epoch: int  # counted from 1, as the console counts epochs
     best: EvalResult
     history: list[dict[str, Any]] = field(default_factory=list)
     last_losses: dict[str, float] = field(default_factory=dict)
@@ -285,7 +285,7 @@ def train(trainee: Trainee, data: TokenizedData, settings: TrainSettings, tc: Te
     if best_epoch != epochs_run - 1:
         checkpoints.load_weights(output_dir / checkpoints.BEST, model, connector)
     return TrainResult(steps=step, total_steps=total, warmup_steps=warmup, epochs_run=epochs_run,
-                       train_samples=samples, stopped_early=stopped_early, best_epoch=best_epoch, best=best,
+                       train_samples=samples, stopped_early=stopped_early, best_epoch=best_epoch + 1, best=best,
                        history=history, last_losses=last)
 
 
