@@ -235,16 +235,20 @@ def device_provenance(pe: PhaseEnergies) -> dict[str, Any]:
     }
 
 
-def run_summary(run: Run, totals: dict[str, Any] | None = None) -> dict[str, Any]:
+def run_summary(run: Run, totals: dict[str, Any] | None = None, config: bool = True) -> dict[str, Any]:
+    """A run as the API shows it; `config` False leaves out the run's config (it can be megabytes: a list or a
+    registration's answer does not carry it, the run's own page does)."""
     out: dict[str, Any] = {
         "id": run.run_id, "name": run.name, "status": run.status, "started_at": run.started_at,
         "ended_at": run.ended_at,
         "duration_s": None if run.ended_at is None else run.ended_at - run.started_at,
-        "tags": run.tags or {}, "config": run.config or {}, "metrics": run.metrics or {},
+        "tags": run.tags or {}, "metrics": run.metrics or {},
         "members": [{"node": m.node.name, "pid": m.pid, "host": m.host,
                      "devices": [device_id(m.node.name, k) for k in (m.device_keys or [])], "joined_at": m.joined_at}
                     for m in run.members],
     }
+    if config:
+        out["config"] = run.config or {}
     if totals is not None:
         out["totals"] = totals
     return out

@@ -132,8 +132,11 @@ def test_secrets_in_a_config_are_never_stored(daemon):
               "db-Password": "SECRET4"}, "client_secret": ["SECRET5"], "lr": 0.1, "push_to_hub_token": None,
               "include_tokens_per_second": True}
     with d.client() as c:
-        run = c.post("/api/v1/runs", json={"name": "secret", "run_id": "secret-1", "config": config}).json()
+        registered = c.post("/api/v1/runs", json={"name": "secret", "run_id": "secret-1", "config": config}).json()
+        run = c.get("/api/v1/runs/secret-1").json()
         listed = c.get("/api/v1/runs").text
+    assert "config" not in registered  # a registration's answer does not echo the config, nor does the list
+    assert '"config"' not in listed
     assert run["config"] == {"hub_token": "[redacted]", "HF_TOKEN": "[redacted]",
                              "optim": {"wandb_api_key": "[redacted]", "db-Password": "[redacted]"},
                              "client_secret": "[redacted]", "lr": 0.1, "push_to_hub_token": None,

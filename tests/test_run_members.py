@@ -97,7 +97,8 @@ def test_a_later_registrant_joins_without_rewriting_the_run(shared_daemon: Daemo
                                               "tags": {"team": "b"}, "config": {"lr": 2}})
         assert joined.status_code == 200
         body = joined.json()
-        assert (body["name"], body["tags"], body["config"]) == ("bert", {"team": "a"}, {"lr": 1})
+        stored = c.get("/api/v1/runs/joined").json()
+        assert (body["name"], body["tags"], stored["config"]) == ("bert", {"team": "a"}, {"lr": 1})
         assert body["member"]["index"] == 1 and body["member"]["tags"] == {"team": "b"}
         assert any("joined run 'joined' as member 2" in w for w in body["warnings"])
         # One member failing fails the run, but only once every member has ended.

@@ -63,7 +63,7 @@ def router(ctx: ApiContext) -> APIRouter:
 
         def job(session: Session) -> tuple[dict[str, Any], bool, list[str]]:
             reg = register(session, body, daemon.node_id, vis.keys, now, visible)
-            summary = with_members(reg.run, run_summary(reg.run))
+            summary = with_members(reg.run, run_summary(reg.run, config=False))
             # Which member this registrant is: a later one joins the run rather than describing it.
             mine = {"index": reg.run.members.index(reg.member), **member_view(reg.member)}
             return {**summary, "member": mine}, reg.created, reg.warnings
@@ -90,7 +90,7 @@ def router(ctx: ApiContext) -> APIRouter:
             if tag:
                 key, _, value = tag.partition(":")
                 runs = [r for r in runs if key in (r.tags or {}) and (not value or str(r.tags[key]) == value)]
-            return [run_summary(r, ctx.totals(session, r)) for r in runs[offset:offset + limit]]
+            return [run_summary(r, ctx.totals(session, r), config=False) for r in runs[offset:offset + limit]]
 
     @api.get("/api/v1/runs/{run_id}")
     def get_one(run_id: str) -> dict[str, Any]:
