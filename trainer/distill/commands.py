@@ -51,7 +51,8 @@ def _print_outcomes(console: Console, job: Job, outcomes: list[cmp.Outcome], url
     console.print(report.comparison_table(rows, f"Comparison on {job.data.source} ({len(job.data.eval)} held-out "
                                                 f"examples, {job.device}, {job.precision.name})"))
     if any(r["train_method"] == "estimated" for r in rows):
-        console.print("CPU energy is an estimate (utilisation × TDP): RAPL is not readable on this machine.")
+        console.print("CPU energy is an estimate (an idle floor plus utilisation × the rest of the TDP): RAPL is "
+                      "not readable on this machine.")
     cmp.write_results(results, job, outcomes, rows, url)
     console.print(f"Results: {results}")
     console.print(f"Dashboard: {url}/")
