@@ -32,7 +32,6 @@ class DeviceState:
     last_raw_j: float | None = None
     last_t: float | None = None
     last_power_w: float | None = None
-    last_power_limit_w: float | None = None
     latest: Reading | None = None
 
 
@@ -222,7 +221,7 @@ class Sampler:
             if state.last_raw_j is not None:
                 step = counter_increment(state.last_raw_j, r.counter_j, state.info.counter_wrap_j,
                                          None if state.last_t is None else r.t - state.last_t,
-                                         r.power_limit_w or state.last_power_limit_w)
+                                         r.power_limit_w)
                 if step.note is not None:
                     log.warning("%s: %s", state.info.key, step.note)
                 state.energy_j += step.joules
@@ -233,7 +232,6 @@ class Sampler:
             if state.last_t is not None and state.last_power_w is not None and r.t > state.last_t:
                 state.energy_j += 0.5 * (state.last_power_w + r.power_w) * (r.t - state.last_t)
         state.last_t, state.last_power_w, state.latest = r.t, r.power_w, r
-        state.last_power_limit_w = r.power_limit_w or state.last_power_limit_w
         has_energy = r.counter_j is not None or (r.power_w is not None and state.info.kind != "host")
         return {
             "device_id": state.device_id, "t": r.t, "power_w": r.power_w,

@@ -68,3 +68,22 @@ def test_repacked_blocks_follow_rewritten_rows(ledger):
         assert series.power_t.size == 3000 - 600 + 60
         assert np.all(series.power_w[(series.power_t >= T0 + 60) & (series.power_t < T0 + 120)] == 50.0)
         assert s.scalar(select(func.count()).select_from(SampleBlock)) == 5
+
+
+def test_a_row_written_late_reaches_queries_and_a_current_one_costs_no_statement(ledger):
+    from telemetry_service.store.blocks import reopen_before
+
+    sessions, dev = ledger
+    with sessions() as s, s.begin():
+        index_device(s, dev, now=T0 + 200)  # minutes 0 and 1 packed
+    late = T0 + 61.37  # a retried batch from inside the packed second minute, written after it was packed
+    with sessions() as s, s.begin():
+        s.connection().execute(insert(Sample.__table__), [{"device_id": dev, "t": late, "power_w": 999.0}])
+        reopen_before(s, {dev: late}, now=T0 + 200)
+        assert s.get(BlockWatermark, dev).indexed_until == T0 + BLOCK_S  # back to that minute
+    with sessions() as s:
+        series = load_series(s, dev, T0 + 61.3, T0 + 61.4)
+        assert 999.0 in series.power_w.tolist()
+    with sessions() as s, s.begin():
+        reopen_before(s, {dev: T0 + 190.0}, now=T0 + 200)  # newer than any watermark can be: left alone
+        assert s.get(BlockWatermark, dev).indexed_until == T0 + BLOCK_S

@@ -169,7 +169,9 @@ class _Gpu:
             self._sm_seen_us = max(instants)
         # Processes holding the GPU without running on it yet get their zero, so their first seconds count.
         present = self._processes.keys() | {int(s.pid) for s in samples}
-        return {pid: self._sm_s.setdefault(pid, 0.0) for pid in present}
+        # A process gone from the GPU is dropped: its last figure is stored, and a daemon lives for months.
+        self._sm_s = {pid: self._sm_s.get(pid, 0.0) for pid in present}
+        return dict(self._sm_s)
 
 
 class NvmlSensor:

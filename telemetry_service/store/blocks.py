@@ -46,10 +46,14 @@ def _series(a: np.ndarray) -> DeviceSeries:
                         a[has_counter, 4], a[has_counter, 5])
 
 
+def closed_until(now: float) -> float:
+    """Blocks end at or before this instant: no watermark is ever later."""
+    return math.floor((now - SETTLE_S) / BLOCK_S) * BLOCK_S
+
+
 def index_device(session: Session, device_pk: int, now: float | None = None) -> int:
     """Packs the closed minutes of one device after its watermark into blocks; returns how many were written."""
-    now = now or time.time()
-    until = math.floor((now - SETTLE_S) / BLOCK_S) * BLOCK_S
+    until = closed_until(now or time.time())
     mark = session.get(BlockWatermark, device_pk)
     start = mark.indexed_until if mark is not None else None
     if start is None:
@@ -128,11 +132,15 @@ def load_series(session: Session, device_pk: int, t0: float, t1: float) -> Devic
     return _series(a)
 
 
-def reopen_before(session: Session, earliest: dict[int, float]) -> None:
+def reopen_before(session: Session, earliest: dict[int, float], now: float | None = None) -> None:
     """Rows written for instants a device's blocks already cover (a sampler that fell behind, a batch retried
     after a failed write) would be missed by queries: the watermark goes back to the minute of the earliest one,
-    so queries read those minutes raw until the indexer packs them again."""
+    so queries read those minutes raw until the indexer packs them again. Rows newer than any watermark can be
+    (the usual batch) cost no statement."""
+    closed = closed_until(now or time.time())
     for device_pk, t in earliest.items():
+        if t >= closed:
+            continue
         minute = math.floor(t / BLOCK_S) * BLOCK_S
         session.execute(update(BlockWatermark).where(BlockWatermark.device_id == device_pk,
                                                      BlockWatermark.indexed_until > minute)
