@@ -88,7 +88,6 @@ class CounterClock:
         self._sleep = sleep
         self.grid: Grid | None = None
         self.period: float | None = None  # learned from edges, with or without a usable grid
-        self.state: CounterTiming = "read"
         self._obs: list[tuple[int, Edge]] = []
         self._recent: OrderedDict[float, Edge] = OrderedDict()
         self._misses = 0
@@ -130,16 +129,19 @@ class CounterClock:
             self._sleep(last + grid.period + guard - now)
 
     # --- state -------------------------------------------------------------------------------------------
+    @property
+    def state(self) -> CounterTiming:
+        """Whether stamps come from a locked grid or from read times (an `edge` is per value, not a state)."""
+        return "grid" if self.grid is not None else "read"
+
     def _set_grid(self, grid: Grid | None, why: str) -> None:
-        state: CounterTiming = "grid" if grid is not None else "read"
-        if state != self.state:
+        if (grid is None) != (self.grid is None):
             if grid is not None:
                 log.info("%s: counter timing locked (%s): period %.3f ms, jitter %.2f ms", self.name, why,
                          grid.period * 1e3, grid.jitter * 1e3)
             else:
                 log.warning("%s: counter timing lost (%s); update instants now estimated from read times",
                             self.name, why)
-        self.state = state
         self.grid = grid
         if grid is not None:
             self.period = grid.period
