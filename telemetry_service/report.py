@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from telemetry_service.carbon import Intensity, add_carbon
 from telemetry_service.energy import PhaseEnergies, combine_methods, overlaps, phase_energies
+from telemetry_service.phase_rows import PhaseRows, share
 from telemetry_service.gaps import coarse_stretches, daemon_downtime, device_gaps, gap_threshold, power_holes
 from telemetry_service.run_share import PhaseArrays, add_run_share
 from telemetry_service.store.blocks import load_series
@@ -109,25 +110,16 @@ def run_energy(session: Session, run: Run, sample_interval: float | None = None,
     names, p_name, p_start, p_end, p_node = _load_phases(session, run.id)
     n = len(names)
 
-    phase_energy = np.zeros(n)
-    phase_var = np.zeros(n)
-    phase_by_device: list[dict[str, float]] = [{} for _ in range(n)]
-    phase_methods: list[dict[str, str]] = [{} for _ in range(n)]
-    phase_uncertainty: list[dict[str, float]] = [{} for _ in range(n)]
-    phase_extrapolated = np.zeros(n)
-    phase_located = np.zeros(n, dtype=np.int64)
-    phase_timed = np.zeros(n, dtype=np.int64)
+    phases = PhaseRows(names)
     provenance: dict[str, dict[str, Any]] = {}
     total_var = 0.0
-    phase_short = np.zeros(n, dtype=bool)
-    phase_complete = np.ones(n, dtype=bool)
     total_by_device: dict[str, float] = {}
     by_node: dict[str, float] = defaultdict(float)
     methods: dict[str, str] = {}
     attribution: dict[str, dict[str, float]] = {}
     gaps: list[dict[str, Any]] = []
     notes: list[dict[str, Any]] = []
-    interval = sample_interval or 0.1
+    threshold = gap_threshold(sample_interval or 0.1)
     downtime = daemon_downtime(session, {d.node_id: d.node for d in devices}, t0, t1)
     downsampled = [c for d in devices for c in coarse_stretches(session, d.device_pk, d.id, t0, t1)]
 
@@ -136,8 +128,8 @@ def run_energy(session: Session, run: Run, sample_interval: float | None = None,
         series = load_series(session, dev.device_pk, t0 - MARGIN_S, t1 + MARGIN_S)
         pe = phase_energies(series, n, p_name[on_node], names, p_start[on_node], p_end[on_node], t0, t1,
                             dev.update_period_s, estimated=dev.source == "estimate",
-                            power_window_s=dev.power_window_s, holes=power_holes(session, dev.device_pk, series.power_t,
-                                                                                 gap_threshold(interval)))
+                            power_window_s=dev.power_window_s,
+                            holes=power_holes(session, dev.device_pk, series.power_t, threshold))
         if pe.method is None:
             notes.append({"device": dev.id, "note": "no samples over this run"})
             continue
@@ -152,47 +144,16 @@ def run_energy(session: Session, run: Run, sample_interval: float | None = None,
                                                     "the total, which is incomplete"})
         if pe.attribution is not None:
             attribution[dev.id] = pe.attribution
-        for j in range(n):
-            m = pe.methods[j]
-            if m is None:
-                continue
-            phase_energy[j] += pe.energy_j[j]
-            phase_var[j] += pe.stderr_j[j] ** 2
-            phase_by_device[j][dev.id] = float(pe.energy_j[j])
-            phase_methods[j][dev.id] = m
-            phase_uncertainty[j][dev.id] = float(pe.stderr_j[j])
-            phase_extrapolated[j] += float(pe.extrapolated_j[j])
-            phase_located[j] += int(pe.located[j])
-            phase_timed[j] += int(pe.timed[j])
-            phase_short[j] |= bool(pe.short[j])
-            phase_complete[j] &= bool(pe.complete[j])
+        phases.add(dev.id, pe)
         all_t = series.counter_t if series.counter_t.size else series.power_t
         gaps += device_gaps(session, dev.device_pk, dev.id, pe.method,
-                            all_t[(all_t >= t0 - MARGIN_S) & (all_t <= t1 + MARGIN_S)], gap_threshold(interval),
+                            all_t[(all_t >= t0 - MARGIN_S) & (all_t <= t1 + MARGIN_S)], threshold,
                             [d for d in downtime if d["node"] == dev.node])
 
     total_energy = float(sum(total_by_device.values()))
     duration = t1 - t0
     counts = np.bincount(p_name, minlength=n)
     durations = np.bincount(p_name, weights=p_end - p_start, minlength=n)
-    phase_rows = []
-    for j, name in enumerate(names):
-        dur = float(durations[j])
-        e = float(phase_energy[j])
-        method = combine_methods(list(phase_methods[j].values()))
-        row: dict[str, Any] = {
-            "name": name, "count": int(counts[j]), "duration_s": dur, "energy_j": e,
-            "avg_power_w": e / dur if dur > 0 else None, "by_device": phase_by_device[j], "method": method,
-            "methods": phase_methods[j],
-            "short": bool(phase_short[j]), "complete": bool(phase_complete[j]),
-            "uncertainty_j": float(np.sqrt(phase_var[j])),  # standard uncertainty; devices in quadrature
-            "uncertainty_by_device": phase_uncertainty[j],
-            "extrapolated_j": float(phase_extrapolated[j]),
-            "timing_quality": share(phase_located[j], phase_timed[j]),
-        }
-        if "attributed" in phase_methods[j].values():
-            row["repeats"] = int(counts[j])
-        phase_rows.append(row)
     answer: dict[str, Any] = {
         "run": run_summary(run),
         "total": {
@@ -204,7 +165,7 @@ def run_energy(session: Session, run: Run, sample_interval: float | None = None,
             "complete": bool(provenance) and len(total_by_device) == len(devices)
             and all(pv["complete"] for pv in provenance.values()) and not downtime,
         },
-        "phases": phase_rows,
+        "phases": phases.rows(counts, durations),
         "devices": [{"id": d.id, "kind": d.kind, "source": d.source, "simulated": d.source == "simulated",
                      "energy_counter": d.energy_counter, "method": methods.get(d.id),
                      "update_period_s": d.update_period_s, "power_window_s": d.power_window_s,
@@ -220,10 +181,6 @@ def run_energy(session: Session, run: Run, sample_interval: float | None = None,
     add_run_share(session, run, answer, devices, PhaseArrays(p_name, p_start, p_end, p_node), t0, t1)
     add_carbon(answer, carbon, p_name, p_start, p_end, t0, t1)
     return answer
-
-
-def share(part: int, whole: int) -> float | None:
-    return part / whole if whole else None
 
 
 def device_provenance(pe: PhaseEnergies) -> dict[str, Any]:
