@@ -131,12 +131,27 @@ def _columns(conn, table: str) -> set[str]:
     return {c["name"] for c in inspect(conn).get_columns(table)}
 
 
+def _downgrade_keeps_rows(engine, revision: str, before: dict[str, int]) -> None:
+    """Downgrades to `revision` and checks every table's rows are still there (sample blocks are derived: a
+    migration may drop them for the daemon to rebuild)."""
+    from alembic import command
+
+    with engine.connect() as conn:
+        # SQLite drops a column by copying the table, which the other tables' foreign keys refuse while on.
+        conn.exec_driver_sql("PRAGMA foreign_keys=OFF")
+        conn.commit()
+        command.downgrade(alembic_config(conn), revision)
+        conn.commit()
+    derived = {"sample_blocks", "block_watermarks"}
+    with engine.connect() as conn:
+        kept = {t: n for t, n in row_counts(conn).items() if t in before and t not in derived}
+        assert kept == {t: n for t, n in before.items() if t not in derived}
+
+
 def test_0006_adds_the_cpu_seconds_columns_empty_on_old_rows_and_goes_back(tmp_path: Path) -> None:
     """From 0004 with data: the new columns arrive nullable and empty (the old run, on a GPU only, keeps all of
     its energy as its share: GPUs are the run's); downgrading to 0005 removes them and keeps the rows (sample
     blocks are derived, dropped by 0005 and rebuilt by the daemon)."""
-    from alembic import command
-
     url = _url(tmp_path)
     engine = make_engine(url)
     ledger_at(engine, "0004")
@@ -157,25 +172,15 @@ def test_0006_adds_the_cpu_seconds_columns_empty_on_old_rows_and_goes_back(tmp_p
     assert answer["run_share"]["energy_j"] == answer["total"]["energy_j"]
     assert all(p["run_share_j"] == p["energy_j"] for p in answer["phases"])
 
-    with engine.connect() as conn:
-        # SQLite drops a column by copying the table, which the other tables' foreign keys refuse while on.
-        conn.exec_driver_sql("PRAGMA foreign_keys=OFF")
-        conn.commit()
-        command.downgrade(alembic_config(conn), "0005")
-        conn.commit()
-    derived = {"sample_blocks", "block_watermarks"}
+    _downgrade_keeps_rows(engine, "0005", before)
     with engine.connect() as conn:
         assert all(col not in _columns(conn, table) for table, col in CPU_SECONDS_COLUMNS.items())
-        kept = {t: n for t, n in row_counts(conn).items() if t in before and t not in derived}
-        assert kept == {t: n for t, n in before.items() if t not in derived}
     engine.dispose()
 
 
 def test_0007_adds_the_sm_seconds_column_empty_on_old_rows_and_goes_back(tmp_path: Path) -> None:
     """From 0006 with data: the column arrives nullable and empty (the old run's GPU, shared with no run,
     stays its whole); downgrading to 0006 removes it and keeps the rows."""
-    from alembic import command
-
     url = _url(tmp_path)
     engine = make_engine(url)
     ledger_at(engine, "0006")
@@ -193,24 +198,15 @@ def test_0007_adds_the_sm_seconds_column_empty_on_old_rows_and_goes_back(tmp_pat
     check_energy(answer)
     assert answer["run_share"]["energy_j"] == answer["total"]["energy_j"]
 
-    with engine.connect() as conn:
-        conn.exec_driver_sql("PRAGMA foreign_keys=OFF")
-        conn.commit()
-        command.downgrade(alembic_config(conn), "0006")
-        conn.commit()
-    derived = {"sample_blocks", "block_watermarks"}
+    _downgrade_keeps_rows(engine, "0006", before)
     with engine.connect() as conn:
         assert "gpu_sm_s" not in _columns(conn, "process_samples")
-        kept = {t: n for t, n in row_counts(conn).items() if t in before and t not in derived}
-        assert kept == {t: n for t, n in before.items() if t not in derived}
     engine.dispose()
 
 
 def test_0008_gives_members_their_own_end_from_their_run_and_goes_back(tmp_path: Path) -> None:
     """From 0007 with data: the old run's member takes the run's status and end (it ended with it), has no tags
     and is not watched for dying; downgrading to 0007 removes the columns and keeps the rows."""
-    from alembic import command
-
     url = _url(tmp_path)
     engine = make_engine(url)
     ledger_at(engine, "0007")
@@ -228,14 +224,7 @@ def test_0008_gives_members_their_own_end_from_their_run_and_goes_back(tmp_path:
     with sessions() as session:
         check_energy(run_energy(session, get_run(session, RUN_ID)))
 
-    with engine.connect() as conn:
-        conn.exec_driver_sql("PRAGMA foreign_keys=OFF")
-        conn.commit()
-        command.downgrade(alembic_config(conn), "0007")
-        conn.commit()
-    derived = {"sample_blocks", "block_watermarks"}
+    _downgrade_keeps_rows(engine, "0007", before)
     with engine.connect() as conn:
         assert "status" not in _columns(conn, "run_members")
-        kept = {t: n for t, n in row_counts(conn).items() if t in before and t not in derived}
-        assert kept == {t: n for t, n in before.items() if t not in derived}
     engine.dispose()
