@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -39,12 +40,14 @@ class DeviceSeries:
         extra = (c[:, 2], c[:, 3]) if c.shape[1] == 4 else ()
         return DeviceSeries(p[:, 0], p[:, 1], c[:, 0], c[:, 1], *extra)
 
+    @cached_property
     def points(self) -> CounterPoints:
+        """The distinct counter points, found once: every figure of a query rests on them."""
         return distinct_points(self.counter_t, self.counter_j, self.counter_err, self.counter_timing)
 
     def span(self) -> tuple[float, float] | None:
         """The stretch the data speaks for: first to last counter update, else first to last power reading."""
-        pts = self.points()
+        pts = self.points
         if pts.size >= 2:
             return float(pts.u[0]), float(pts.u[-1])
         t = self.power_t[np.isfinite(self.power_t) & np.isfinite(self.power_w)]
@@ -52,7 +55,7 @@ class DeviceSeries:
 
     def resolution(self) -> float | None:
         """What the stored data resolves: the typical spacing of counter points, else of power readings."""
-        pts = self.points()
+        pts = self.points
         if pts.size >= 3:
             return pts.resolution()
         return float(np.median(np.diff(self.power_t))) if self.power_t.size >= 3 else None
@@ -110,7 +113,7 @@ def device_energy_at(series: DeviceSeries, queries: ArrayLike, boundaries: Array
     if series.power_t.size:
         shape = averaged_power_curve(series.power_t, series.power_w, power_window_s, boundaries=boundaries) \
             if power_window_s else power_curve(series.power_t, series.power_w, boundaries)
-    pts = series.points()
+    pts = series.points
     if pts.size >= 2:
         est = counter_estimate(pts, q, shape, boundaries)
         return DeviceEnergy(est.at, est.doubt, est.timing, est.extrapolated, "counter",
@@ -254,7 +257,7 @@ def _attribute(series: DeviceSeries, idx: NDArray[np.int64], names: list[str], s
 def _fit(partition: Partition, series: DeviceSeries, method: Method | None, t0: float, t1: float,
          power_window_s: float | None) -> AttributionFit | None:
     if method == "counter":
-        pts = series.points()
+        pts = series.points
         u, e = pts.u, pts.e
         inside = (u >= t0) & (u <= t1)
         u, e = u[inside], e[inside]
